@@ -1,0 +1,19 @@
+"""Test set-up: several host CPU devices so sharding tests run anywhere (set before JAX loads)."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """The real data beside the checkout (../shared/data), or a skip saying why."""
+    if not (SHARED_DATA / "ml-100k" / "u.data").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (present on the project's machines)")
+    return SHARED_DATA
