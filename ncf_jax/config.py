@@ -82,3 +82,122 @@ class DataConfig:
     @property
     def root(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which model and its sizes (the NCF authors' flag names).
+
+    num_factors: GMF / MF embedding size ("predictive factors" for GMF; NeuMF's GMF part).
+    layers: MLP widths; layers[0] is the concatenated embedding width (authors' convention).
+    reg_mf: L2 on the GMF/MF embedding rows looked up in a batch.
+    reg_layers: L2 per MLP layer: [embedding rows, dense_0, dense_1, ...]; one value broadcasts.
+    mf_pretrain, mlp_pretrain: checkpoint folders of trained GMF and MLP (NeuMF only).
+    alpha: weight of GMF in the pre-trained NeuMF output layer.
+    dtype: activation dtype ("float32" or "bfloat16"); parameters stay float32.
+    """
+
+    model: str = "neumf"
+    num_factors: int = 8
+    layers: tuple[int, ...] = (64, 32, 16, 8)
+    reg_mf: float = 0.0
+    reg_layers: tuple[float, ...] = (0.0,)
+    mf_pretrain: str | None = None
+    mlp_pretrain: str | None = None
+    alpha: float = 0.5
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _check(self.num_factors > 0, f"--num_factors must be > 0, got {self.num_factors}")
+        _check(
+            len(self.layers) >= 1 and all(w > 0 for w in self.layers) and self.layers[0] % 2 == 0,
+            f"--layers must be positive widths with an even first entry, got {self.layers}",
+        )
+        _check(
+            len(self.reg_layers) in (1, len(self.layers)),
+            f"--reg_layers needs 1 or {len(self.layers)} values (one per layer), "
+            f"got {self.reg_layers}",
+        )
+        _check(self.reg_mf >= 0 and min(self.reg_layers) >= 0, "--reg_mf/--reg_layers must be >= 0")
+        _check(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
+        _check(
+            (self.mf_pretrain is None) == (self.mlp_pretrain is None),
+            "--mf_pretrain and --mlp_pretrain must be given together",
+        )
+        _check(
+            self.mf_pretrain is None or self.model == "neumf",
+            "--mf_pretrain/--mlp_pretrain apply to --model=neumf only",
+        )
+        _check(self.dtype in ("float32", "bfloat16"), "--dtype must be float32 or bfloat16")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.mf_pretrain is not None
+
+    def layer_reg(self, i: int) -> float:
+        """L2 coefficient of MLP layer i (0 = the embedding rows)."""
+        return self.reg_layers[0] if len(self.reg_layers) == 1 else self.reg_layers[i]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    num_neg: sampled negatives per training positive, redrawn every epoch.
+    negatives_exclude: "train" (authors: only the user's training items are excluded) or
+      "known" (also the validation and test items, so a held-out item is never a negative).
+    learner: optax optimiser; pretrain_learner: the optimiser NeuMF continues with after
+      pre-training ("sgd", the paper's text, or "same", the authors' README command).
+    lazy_embeddings: row-sparse Adam for embedding tables (only rows in the batch are updated);
+      False is the paper-faithful dense update.
+    """
+
+    epochs: int = 20
+    batch_size: int = 256
+    num_neg: int = 4
+    negatives_exclude: str = "train"
+    learner: str = "adam"
+    learning_rate: float = 0.001
+    pretrain_learner: str = "sgd"
+    lazy_embeddings: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
+        _check(self.num_neg >= 1, f"--num_neg must be >= 1, got {self.num_neg}")
+        _check(
+            self.negatives_exclude in TRAIN_NEGATIVES_EXCLUDE,
+            f"--negatives_exclude must be one of {TRAIN_NEGATIVES_EXCLUDE}",
+        )
+        _check(self.learner in LEARNERS, f"--learner must be one of {LEARNERS}")
+        _check(
+            self.pretrain_learner in (*LEARNERS, "same"),
+            f"--pretrain_learner must be 'same' or one of {LEARNERS}",
+        )
+        _check(self.learning_rate > 0, f"--learning_rate must be > 0, got {self.learning_rate}")
+        _check(
+            not (self.lazy_embeddings and self.learner != "adam"),
+            "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How to evaluate: K, the tie policy, the protocol and how the reported epoch is chosen."""
+
+    top_k: int = 10
+    ties: str = "pessimistic"
+    protocol: str = "sampled"
+    select_epoch: str = "test"
+    chunk_size: int = 1024
+
+    def __post_init__(self):
+        _check(self.top_k >= 1, f"--top_k must be >= 1, got {self.top_k}")
+        _check(self.ties in TIES, f"--ties must be one of {TIES}")
+        _check(self.protocol in EVAL_PROTOCOLS, f"--eval_protocol must be one of {EVAL_PROTOCOLS}")
+        _check(
+            self.select_epoch in EPOCH_SELECTIONS,
+            f"--select_epoch must be one of {EPOCH_SELECTIONS}",
+        )
+        _check(self.chunk_size >= 1, "--eval_chunk_size must be >= 1")

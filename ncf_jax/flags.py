@@ -13,8 +13,12 @@ from ncf_jax import config
 FLAGS = flags.FLAGS
 
 
+_OURS: set[str] = set()
+
+
 def _define_once(define, name, *args, **kwargs):
     """Define a flag unless an earlier `define_*_flags()` call already did."""
+    _OURS.add(name)
     if name not in FLAGS:
         define(name, *args, **kwargs)
 
@@ -49,7 +53,7 @@ def define_data_flags() -> None:
         flags.DEFINE_integer,
         "num_test_negatives",
         d.num_test_negatives,
-        "Sampled negatives per test user.",
+        "Sampled negatives per test (and validation) pair; 0 for none.",
     )
     _define_once(
         flags.DEFINE_float,
@@ -65,7 +69,13 @@ def define_data_flags() -> None:
     )
     _define_once(flags.DEFINE_integer, "min_user_interactions", 0, "Drop users with fewer.")
     _define_once(flags.DEFINE_integer, "min_item_interactions", 0, "Drop items with fewer.")
-    _define_once(flags.DEFINE_integer, "seed", 0, "Seed for data preparation, init and training.")
+    _define_once(
+        flags.DEFINE_integer,
+        "data_seed",
+        0,
+        "Seed of the data split and test negatives (kept apart from --seed so that every "
+        "training seed is scored on the same test set).",
+    )
     _define_once(flags.DEFINE_string, "csv_user_col", d.csv_user_col, "csv: user column.")
     _define_once(flags.DEFINE_string, "csv_item_col", d.csv_item_col, "csv: item column.")
     _define_once(
@@ -81,6 +91,12 @@ def define_data_flags() -> None:
     _define_once(flags.DEFINE_bool, "data_cache", True, "Reuse the preprocessed .npz cache.")
 
 
+def define_prepare_flags() -> None:
+    """Flags of `experiments.prepare` beyond the data flags."""
+    define_data_flags()
+    _define_once(flags.DEFINE_bool, "json", False, "Print the statistics as one JSON object.")
+
+
 def data_config_from_flags() -> config.DataConfig:
     sep = FLAGS.csv_sep.replace("\\t", "\t")
     return config.DataConfig(
@@ -94,7 +110,7 @@ def data_config_from_flags() -> config.DataConfig:
         test_rating_threshold=FLAGS.test_rating_threshold,
         min_user_interactions=FLAGS.min_user_interactions,
         min_item_interactions=FLAGS.min_item_interactions,
-        seed=FLAGS.seed,
+        seed=FLAGS.data_seed,
         csv_user_col=FLAGS.csv_user_col,
         csv_item_col=FLAGS.csv_item_col,
         csv_rating_col=FLAGS.csv_rating_col or None,
@@ -102,3 +118,148 @@ def data_config_from_flags() -> config.DataConfig:
         csv_sep=sep,
         cache=FLAGS.data_cache,
     )
+
+
+# ------------------------------------------------------------------------- model, train, eval
+def parse_list(text: str, cast, name: str) -> tuple:
+    """'64,32,16,8' or the authors' '[64,32,16,8]' -> (64, 32, 16, 8)."""
+    body = text.strip().strip("[]").strip()
+    try:
+        return tuple(cast(x) for x in body.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--{name} must be a comma-separated list, got {text!r}") from None
+
+
+def define_model_flags(default_model: str = "neumf") -> None:
+    d = config.ModelConfig()
+    _define_once(flags.DEFINE_string, "model", default_model, "Model name (see ncf_jax.models).")
+    _define_once(flags.DEFINE_integer, "num_factors", d.num_factors, "GMF / MF embedding size.")
+    _define_once(
+        flags.DEFINE_string,
+        "layers",
+        ",".join(map(str, d.layers)),
+        "MLP widths; the first is the concatenated user+item embedding width.",
+    )
+    _define_once(flags.DEFINE_float, "reg_mf", d.reg_mf, "L2 on GMF/MF embedding rows.")
+    _define_once(
+        flags.DEFINE_string, "reg_layers", "0", "L2 per MLP layer (one value, or one per layer)."
+    )
+    _define_once(flags.DEFINE_string, "mf_pretrain", None, "WORKDIR of a trained GMF (NeuMF).")
+    _define_once(flags.DEFINE_string, "mlp_pretrain", None, "WORKDIR of a trained MLP (NeuMF).")
+    _define_once(flags.DEFINE_float, "alpha", d.alpha, "GMF weight of the pre-trained output.")
+    _define_once(flags.DEFINE_enum, "dtype", d.dtype, ["float32", "bfloat16"], "Activation dtype.")
+
+
+def model_config_from_flags() -> config.ModelConfig:
+    return config.ModelConfig(
+        model=FLAGS.model,
+        num_factors=FLAGS.num_factors,
+        layers=parse_list(FLAGS.layers, int, "layers"),
+        reg_mf=FLAGS.reg_mf,
+        reg_layers=parse_list(FLAGS.reg_layers, float, "reg_layers"),
+        mf_pretrain=FLAGS.mf_pretrain or None,
+        mlp_pretrain=FLAGS.mlp_pretrain or None,
+        alpha=FLAGS.alpha,
+        dtype=FLAGS.dtype,
+    )
+
+
+def define_train_flags() -> None:
+    d = config.TrainConfig()
+    _define_once(flags.DEFINE_integer, "epochs", d.epochs, "Training epochs.")
+    _define_once(flags.DEFINE_integer, "batch_size", d.batch_size, "Rows per step.")
+    _define_once(flags.DEFINE_integer, "num_neg", d.num_neg, "Negatives per training positive.")
+    _define_once(
+        flags.DEFINE_enum,
+        "negatives_exclude",
+        d.negatives_exclude,
+        list(config.TRAIN_NEGATIVES_EXCLUDE),
+        "train: negatives avoid training items (authors); known: also held-out items.",
+    )
+    _define_once(flags.DEFINE_enum, "learner", d.learner, list(config.LEARNERS), "Optimiser.")
+    _define_once(flags.DEFINE_float, "learning_rate", d.learning_rate, "Learning rate.")
+    _define_once(
+        flags.DEFINE_enum,
+        "pretrain_learner",
+        d.pretrain_learner,
+        [*config.LEARNERS, "same"],
+        "Optimiser after pre-training: sgd (paper) or same (= --learner, authors' README).",
+    )
+    _define_once(
+        flags.DEFINE_bool,
+        "lazy_embeddings",
+        d.lazy_embeddings,
+        "Row-sparse Adam for embedding tables (faster on CPU; dense is paper-faithful).",
+    )
+    _define_once(flags.DEFINE_integer, "seed", d.seed, "Seed of initialisation and training.")
+
+
+def train_config_from_flags() -> config.TrainConfig:
+    return config.TrainConfig(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        num_neg=FLAGS.num_neg,
+        negatives_exclude=FLAGS.negatives_exclude,
+        learner=FLAGS.learner,
+        learning_rate=FLAGS.learning_rate,
+        pretrain_learner=FLAGS.pretrain_learner,
+        lazy_embeddings=FLAGS.lazy_embeddings,
+        seed=FLAGS.seed,
+    )
+
+
+def define_eval_flags() -> None:
+    d = config.EvalConfig()
+    _define_once(flags.DEFINE_integer, "top_k", d.top_k, "K of HR@K, NDCG@K, ...")
+    _define_once(
+        flags.DEFINE_enum,
+        "ties",
+        d.ties,
+        list(config.TIES),
+        "Held-out item tied with a negative: pessimistic ranks it below, optimistic above.",
+    )
+    _define_once(
+        flags.DEFINE_enum,
+        "eval_protocol",
+        d.protocol,
+        list(config.EVAL_PROTOCOLS),
+        "sampled: held-out item vs its sampled negatives; full: rank the whole catalogue.",
+    )
+    _define_once(
+        flags.DEFINE_enum,
+        "select_epoch",
+        d.select_epoch,
+        list(config.EPOCH_SELECTIONS),
+        "Reported epoch: best on test (authors) or on the validation item (needs --validation).",
+    )
+    _define_once(flags.DEFINE_integer, "eval_chunk_size", d.chunk_size, "Users scored at once.")
+
+
+def eval_config_from_flags() -> config.EvalConfig:
+    return config.EvalConfig(
+        top_k=FLAGS.top_k,
+        ties=FLAGS.ties,
+        protocol=FLAGS.eval_protocol,
+        select_epoch=FLAGS.select_epoch,
+        chunk_size=FLAGS.eval_chunk_size,
+    )
+
+
+def define_run_flags(default_model: str) -> None:
+    """Everything a training script takes, plus --workdir."""
+    define_data_flags()
+    define_model_flags(default_model)
+    define_train_flags()
+    define_eval_flags()
+    _define_once(flags.DEFINE_string, "workdir", None, "Output folder (results, checkpoints).")
+
+
+def workdir_from_flags() -> str:
+    if not FLAGS.workdir:
+        raise ValueError("--workdir is required: the folder for results.json and checkpoints")
+    return FLAGS.workdir
+
+
+def flag_values() -> dict:
+    """The values of this module's flags, for results.json."""
+    return {name: FLAGS[name].value for name in sorted(FLAGS) if name in _OURS}

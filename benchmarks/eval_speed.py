@@ -1,0 +1,161 @@
+"""Benchmark: evaluation speed of the sampled (NCF) and full-catalogue evaluators.
+
+Synthetic data of MovieLens shapes, random parameters. Each case compiles first, then reports
+the median of --reps timed runs (`jax.block_until_ready` on the result dict). Prints one JSON line
+per case, then a markdown table.
+
+  python -m benchmarks.eval_speed                  # ml-100k / ml-1m shapes
+  python -m benchmarks.eval_speed --chunk_size=512 --reps=9
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ncf_jax import evaluate
+from ncf_jax.data.types import csr_from_pairs
+
+ML_100K, ML_1M = (943, 1682, 100_000), (6040, 3706, 1_000_209)  # users, items, interactions
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def mlp_params(key, num_users, num_items, dim=32, hidden=(64, 32, 16, 8)):
+    """An NCF-style MLP: user and item embeddings concatenated, a ReLU tower, one logit."""
+    keys = iter(jax.random.split(key, 2 + len(hidden) + 1))
+    widths = (2 * dim, *hidden, 1)
+    layers = [
+        (jax.random.normal(next(keys), (a, b)) / np.sqrt(a), jnp.zeros(b))
+        for a, b in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    return {
+        "users": 0.1 * jax.random.normal(next(keys), (num_users, dim)),
+        "items": 0.1 * jax.random.normal(next(keys), (num_items, dim)),
+        "layers": layers,
+    }
+
+
+def mlp_score(params, users, items):
+    """[c] users, [c, m] items -> [c, m] logits."""
+    u = jnp.broadcast_to(params["users"][users][:, None], (*items.shape, params["users"].shape[1]))
+    x = jnp.concatenate([u, params["items"][items]], axis=-1)
+    for i, (w, b) in enumerate(params["layers"]):
+        x = x @ w + b
+        x = jax.nn.relu(x) if i < len(params["layers"]) - 1 else x
+    return x[..., 0]
+
+
+def dot_score_all(params, users):
+    """[c] users -> [c, num_items] dot products."""
+    return params["users"][users] @ params["items"].T
+
+
+def median_seconds(fn, reps: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())  # compile
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), compile_s
+
+
+def bench_sampled(shape, args, rng):
+    num_users, num_items, _ = shape
+    users = np.arange(num_users)
+    items = rng.integers(0, num_items, num_users)
+    negatives = rng.integers(0, num_items, (num_users, args.num_negatives))
+    params = mlp_params(jax.random.key(0), num_users, num_items)
+    run = evaluate.make_sampled_evaluator(
+        mlp_score, users, items, negatives, k=10, chunk_size=args.sampled_chunk_size
+    )
+    seconds, compile_s = median_seconds(lambda: run(params), args.reps)
+    return {
+        "case": f"sampled {num_users} users x {1 + args.num_negatives} candidates, MLP",
+        "chunk_size": args.sampled_chunk_size,
+        "median_s": seconds,
+        "compile_s": compile_s,
+    }
+
+
+def bench_full(shape, args, rng):
+    num_users, num_items, num_interactions = shape
+    train_users = rng.integers(0, num_users, num_interactions)
+    train_items = rng.integers(0, num_items, num_interactions)
+    indptr, indices = csr_from_pairs(train_users, train_items, num_users)
+    test_users, test_items = np.arange(num_users), rng.integers(0, num_items, num_users)
+    params = mlp_params(jax.random.key(1), num_users, num_items, dim=args.dim)
+    run = evaluate.make_full_evaluator(
+        dot_score_all,
+        test_users,
+        test_items,
+        indptr,
+        indices,
+        num_items=num_items,
+        k=10,
+        chunk_size=args.full_chunk_size,
+    )
+    seconds, compile_s = median_seconds(lambda: run(params), args.reps)
+    return {
+        "case": f"full {num_users} users x {num_items} items, dot dim {args.dim}",
+        "chunk_size": args.full_chunk_size,
+        "median_s": seconds,
+        "compile_s": compile_s,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--num_negatives", type=int, default=99)
+    parser.add_argument("--sampled_chunk_size", type=int, default=1024)
+    parser.add_argument("--full_chunk_size", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=64, help="embedding size of the dot model")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    context = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": jax.default_backend(),
+        "jax": jax.__version__,
+        "git": git_revision(),
+    }
+    rows = [
+        bench_sampled(ML_100K, args, rng),
+        bench_sampled(ML_1M, args, rng),
+        bench_full(ML_100K, args, rng),
+        bench_full(ML_1M, args, rng),
+    ]
+    for row in rows:
+        print(json.dumps({**context, **row}))
+    print(f"\n{context}\n\n| case | chunk | median s | compile s |\n|---|---|---|---|")
+    for row in rows:
+        cells = (
+            row["case"],
+            row["chunk_size"],
+            f"{row['median_s']:.4f}",
+            f"{row['compile_s']:.2f}",
+        )
+        print("| " + " | ".join(map(str, cells)) + " |")
+
+
+if __name__ == "__main__":
+    main()

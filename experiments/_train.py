@@ -1,0 +1,37 @@
+"""The shared body of the NCF training scripts: flags -> configs -> data -> train_and_evaluate."""
+
+from __future__ import annotations
+
+import json
+
+from absl import logging
+
+from ncf_jax import flags as ncf_flags
+from ncf_jax import reporting
+from ncf_jax.data import load_dataset
+from ncf_jax.runner import train_and_evaluate
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments: {argv[1:]}")
+    # Every config is built (and validated) before any data is read.
+    data_config = ncf_flags.data_config_from_flags()
+    model_config = ncf_flags.model_config_from_flags()
+    train_config = ncf_flags.train_config_from_flags()
+    eval_config = ncf_flags.eval_config_from_flags()
+    workdir = ncf_flags.workdir_from_flags()
+    data = load_dataset(data_config)
+    logging.info("data: %s", json.dumps(data.stats()))
+    results = train_and_evaluate(
+        data,
+        model_config,
+        train_config,
+        eval_config,
+        workdir,
+        extra={"flags": ncf_flags.flag_values()},
+    )
+    print(
+        f"{results['model']} on {results['dataset']}: best epoch {results['best_epoch']} "
+        f"({results['select_epoch']}) {reporting.format_metrics(results['best'])} -> {workdir}"
+    )

@@ -1,0 +1,261 @@
+"""Stage: evaluation. Sampled and full-catalogue ranking evaluators, built once, run every epoch.
+
+Each `make_*` function checks its inputs on the host, lays the evaluation data out on the device
+once and returns `evaluate`, a jitted function of the parameters that depends only on a score
+function, never on a model class. It returns a dict of device scalars, so the caller fetches every
+metric with one `jax.device_get` and nothing inside waits on the host.
+
+Both evaluators walk the users in chunks with `jax.lax.map` over a `[num_chunks, chunk, ...]` view
+of the data, so peak memory is one chunk of scores: `[chunk, 1 + num_negatives]` for sampled
+ranking, `[chunk, num_items]` for full ranking. The user axis is padded to a whole number of chunks
+and the padding is masked out of every mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ncf_jax import metrics
+from ncf_jax.config import TIES
+from ncf_jax.data.types import csr_from_pairs
+
+Evaluator = Callable[..., dict[str, jax.Array]]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _chunk(array: np.ndarray, chunk: int, fill=0) -> np.ndarray:
+    """[n, ...] -> [ceil(n / chunk), chunk, ...], padding the tail with `fill`."""
+    pad = -len(array) % chunk
+    array = np.concatenate([array, np.full((pad, *array.shape[1:]), fill, array.dtype)])
+    return array.reshape(-1, chunk, *array.shape[1:])
+
+
+def make_sampled_evaluator(
+    score_fn: Callable,
+    users,
+    items,
+    negatives,
+    negatives_mask=None,
+    *,
+    k: int = 10,
+    ties: str = "pessimistic",
+    chunk_size: int = 1024,
+) -> Evaluator:
+    """Evaluator for the NCF protocol: each held-out item against its sampled negatives.
+
+    Args:
+      score_fn: `score_fn(params, users [c] int32, items [c, m] int32) -> [c, m] float`.
+      users, items: [n] int held-out (user, item) pairs; a user may appear more than once.
+      negatives: [n, num_negatives] int sampled negatives of each pair.
+      negatives_mask: [n, num_negatives] bool, False where a negative must not compete; None
+        means all compete.
+      k: cut-off of HR@k and NDCG@k.
+      ties: tie policy of `metrics.rank_against_negatives`.
+      chunk_size: pairs scored per step; memory grows with it, per-step overhead shrinks.
+
+    Returns:
+      `evaluate(params, key=None) -> {"hr@<k>": scalar, "ndcg@<k>": scalar}`, means over the
+      pairs. `key` is needed by ties="random" only; chunk i draws its coins from
+      `fold_in(key, i)`, so the draws (not their distribution) change with chunk_size.
+
+    >>> emb = jnp.eye(3)  # user u scores 1 for item u, 0 for the others
+    >>> score = lambda params, users, items: jnp.einsum("cd,cmd->cm", params[users], params[items])
+    >>> run = make_sampled_evaluator(score, [0, 1], [0, 2], [[1, 2], [0, 1]], k=1)
+    >>> {name: float(value) for name, value in run(emb).items()}
+    {'hr@1': 0.5, 'ndcg@1': 0.5}
+    """
+    users, items = np.asarray(users), np.asarray(items)
+    negatives = np.asarray(negatives)
+    n = len(users)
+    _check(n > 0, "no evaluation pairs: users is empty")
+    _check(users.shape == items.shape == (n,), "users and items must be [n] arrays of one length")
+    _check(
+        negatives.ndim == 2 and len(negatives) == n,
+        f"negatives must be [n={n}, num_negatives], got shape {negatives.shape}",
+    )
+    if negatives_mask is None:
+        negatives_mask = np.ones(negatives.shape, bool)
+    negatives_mask = np.asarray(negatives_mask, bool)
+    _check(negatives_mask.shape == negatives.shape, "negatives_mask must match negatives' shape")
+    _check(k >= 1, f"k must be >= 1, got {k}")
+    _check(ties in TIES, f"ties must be one of {TIES}, got {ties!r}")
+    _check(chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}")
+
+    chunk = min(chunk_size, n)
+    # Column 0 is the held-out item, so one score_fn call scores it with its competitors.
+    candidates = np.concatenate([items[:, None], negatives], axis=1).astype(np.int32)
+    data = jax.device_put(
+        {
+            "users": _chunk(users.astype(np.int32), chunk),
+            "candidates": _chunk(candidates, chunk),
+            "neg_mask": _chunk(negatives_mask, chunk, fill=False),
+            "valid": _chunk(np.ones(n, bool), chunk, fill=False),
+        }
+    )
+    hr_name, ndcg_name = f"hr@{k}", f"ndcg@{k}"
+
+    @jax.jit
+    def _evaluate(params, key, data):
+        xs = dict(data, index=jnp.arange(len(data["valid"])))
+
+        def one_chunk(x):
+            scores = score_fn(params, x["users"], x["candidates"])
+            # One key per chunk, not per row: vmapping the PRNG over row keys compiles slowly.
+            chunk_key = None if key is None else jax.random.fold_in(key, x["index"])
+            rank = metrics.rank_against_negatives(
+                scores[:, 0], scores[:, 1:], x["neg_mask"], ties=ties, key=chunk_key
+            )
+            return metrics.hit_rate(rank, k), metrics.ndcg(rank, k)
+
+        hr, ndcg = jax.lax.map(one_chunk, xs)
+        return {
+            hr_name: metrics.masked_mean(hr, data["valid"]),
+            ndcg_name: metrics.masked_mean(ndcg, data["valid"]),
+        }
+
+    def evaluate(params, key=None) -> dict[str, jax.Array]:
+        if ties == "random" and key is None:
+            raise ValueError('ties="random" needs a PRNG key: call evaluate(params, key)')
+        return _evaluate(params, key if ties == "random" else None, data)
+
+    return evaluate
+
+
+def _padded_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The CSR rows `rows` as a [len(rows), max_len] int32 matrix padded with -1."""
+    starts, counts = indptr[rows], np.diff(indptr)[rows]
+    width = max(int(counts.max(initial=0)), 1)
+    col = np.arange(width)
+    gather = np.minimum(starts[:, None] + col, max(len(indices) - 1, 0))
+    values = indices[gather] if len(indices) else np.zeros(gather.shape, np.int32)
+    return np.where(col < counts[:, None], values, -1).astype(np.int32)
+
+
+def _chunk_exclusions(indptr, indices, rows, chunk):
+    """Each chunk's excluded (row in chunk, item) pairs, padded to the busiest chunk.
+
+    Padding pairs have row == chunk, out of range, so the device scatter drops them. This costs
+    num_chunks * max_chunk_nnz ints, far less than one [num_users, max_user_nnz] matrix when a few
+    users have very long histories.
+    """
+    counts = np.diff(indptr)[rows]
+    counts = np.concatenate([counts, np.zeros(-len(rows) % chunk, counts.dtype)])
+    num_chunks = len(counts) // chunk
+    user = np.repeat(np.arange(len(rows)), counts[: len(rows)])  # position of each pair's user
+    first = np.repeat(np.cumsum(counts[: len(rows)]) - counts[: len(rows)], counts[: len(rows)])
+    items = indices[indptr[rows][user] + np.arange(len(user)) - first]
+    per_chunk = counts.reshape(num_chunks, chunk).sum(axis=1)
+    width = max(int(per_chunk.max(initial=0)), 1)
+    slot = np.arange(len(user)) - np.repeat(np.cumsum(per_chunk) - per_chunk, per_chunk)
+    ex_rows = np.full((num_chunks, width), chunk, np.int32)
+    ex_items = np.zeros((num_chunks, width), np.int32)
+    ex_rows[user // chunk, slot] = user % chunk
+    ex_items[user // chunk, slot] = items
+    return ex_rows, ex_items
+
+
+def make_full_evaluator(
+    score_all_fn: Callable,
+    test_users,
+    test_items,
+    exclude_indptr,
+    exclude_indices,
+    *,
+    num_items: int,
+    k: int = 10,
+    chunk_size: int = 256,
+) -> Evaluator:
+    """Evaluator that ranks every item of the catalogue for each test user.
+
+    Each test user's excluded items (normally their training items) are scored -inf before
+    `jax.lax.top_k`, which breaks ties in favour of the lower item id. A top-K slot whose score is
+    -inf (an excluded item, when fewer than K remain) is left empty and counts as a miss. A test
+    item that is also excluded can never be hit: keep test items out of the exclusion lists.
+
+    Args:
+      score_all_fn: `score_all_fn(params, users [c] int32) -> [c, num_items] float`.
+      test_users, test_items: [n_test] int parallel pairs; several pairs per user are allowed
+        (duplicates count once). Metrics are means over the distinct test users.
+      exclude_indptr, exclude_indices: CSR of each user's excluded items, as returned by
+        `ncf_jax.data.types.csr_from_pairs` (num_users = len(exclude_indptr) - 1).
+      num_items: catalogue size.
+      k: cut-off, 1 <= k <= num_items.
+      chunk_size: users scored per step; memory is [chunk_size, num_items] scores.
+
+    Returns:
+      `evaluate(params) -> {"hr@<k>", "recall@<k>", "precision@<k>", "ndcg@<k>", "mrr@<k>",
+      "coverage@<k>"}`, float32 device scalars (see `ncf_jax.metrics` for the definitions).
+    """
+    test_users, test_items = np.asarray(test_users), np.asarray(test_items)
+    exclude_indptr, exclude_indices = np.asarray(exclude_indptr), np.asarray(exclude_indices)
+    num_users = len(exclude_indptr) - 1
+    _check(test_users.size > 0, "no test pairs: test_users is empty")
+    _check(
+        test_users.shape == test_items.shape == (test_users.size,),
+        "test_users and test_items must be [n_test] arrays of one length",
+    )
+    _check(num_users >= 1, "exclude_indptr must have num_users + 1 >= 2 entries")
+    _check(
+        test_users.min() >= 0 and test_users.max() < num_users,
+        f"test_users must lie in [0, {num_users}) (from exclude_indptr)",
+    )
+    _check(
+        test_items.min() >= 0 and test_items.max() < num_items,
+        f"test_items must lie in [0, num_items={num_items})",
+    )
+    _check(1 <= k <= num_items, f"k must be in [1, num_items={num_items}], got {k}")
+    _check(chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}")
+
+    relevant_indptr, relevant_indices = csr_from_pairs(test_users, test_items, num_users)
+    eval_users = np.flatnonzero(np.diff(relevant_indptr) > 0)
+    chunk = min(chunk_size, len(eval_users))
+    ex_rows, ex_items = _chunk_exclusions(exclude_indptr, exclude_indices, eval_users, chunk)
+    relevant = _padded_rows(relevant_indptr, relevant_indices, eval_users)
+    data = jax.device_put(
+        {
+            "users": _chunk(eval_users.astype(np.int32), chunk),
+            "relevant": _chunk(relevant, chunk, fill=-1),
+            "ex_rows": ex_rows,
+            "ex_items": ex_items,
+            "valid": _chunk(np.ones(len(eval_users), bool), chunk, fill=False),
+        }
+    )
+
+    def one_chunk(params, x):
+        scores = score_all_fn(params, x["users"])
+        scores = scores.at[x["ex_rows"], x["ex_items"]].set(-jnp.inf, mode="drop")
+        values, top = jax.lax.top_k(scores, k)
+        top = jnp.where(values == -jnp.inf, -1, top)
+        hits = metrics.topk_hits(top, x["relevant"])
+        count = metrics.num_relevant(x["relevant"])
+        per_user = {
+            "hr": metrics.hit_rate_at_k(hits),
+            "recall": metrics.recall_at_k(hits, count),
+            "precision": metrics.precision_at_k(hits),
+            "ndcg": metrics.ndcg_at_k(hits, count),
+            "mrr": metrics.mrr_at_k(hits),
+        }
+        return per_user, top
+
+    @jax.jit
+    def _evaluate(params, data):
+        per_user, top = jax.lax.map(lambda x: one_chunk(params, x), data)
+        valid = data["valid"].reshape(-1)
+        result = {
+            f"{name}@{k}": metrics.masked_mean(v.reshape(-1), valid) for name, v in per_user.items()
+        }
+        result[f"coverage@{k}"] = metrics.coverage(top.reshape(-1, k), num_items, mask=valid)
+        return result
+
+    def evaluate(params) -> dict[str, jax.Array]:
+        return _evaluate(params, data)
+
+    return evaluate

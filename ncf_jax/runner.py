@@ -1,0 +1,238 @@
+"""Stage: the driver. `train_and_evaluate` reads like a recipe: model, optimiser, state,
+evaluators, resume, then the epoch loop that trains, evaluates, checkpoints and reports.
+
+Resume order: the run's own WORKDIR/checkpoints/latest -> pre-trained GMF + MLP -> scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from ncf_jax import checkpoint, evaluate, interactions, optim, reporting, train
+from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.data.types import InteractionData
+from ncf_jax.models import create_model, load_pretrained
+
+
+def make_score_fn(apply_fn):
+    """score_fn(params, users [c], items [c, m]) -> [c, m] for any pointwise model."""
+
+    def score_fn(params, users, items):
+        return apply_fn(params, jnp.broadcast_to(users[:, None], items.shape), items)
+
+    return score_fn
+
+
+def make_score_all_fn(apply_fn, num_items: int):
+    """score_all_fn(params, users [c]) -> [c, num_items]: every item, for full ranking."""
+    score_fn = make_score_fn(apply_fn)
+
+    def score_all_fn(params, users):
+        items = jnp.broadcast_to(jnp.arange(num_items, dtype=jnp.int32), (len(users), num_items))
+        return score_fn(params, users, items)
+
+    return score_all_fn
+
+
+def make_evaluators(apply_fn, data: InteractionData, eval_config: EvalConfig) -> dict:
+    """{"test": evaluate, "valid": evaluate?} for the configured protocol."""
+    c = eval_config
+    splits = {"test": "test"} | ({"valid": "valid"} if data.has_validation else {})
+    result = {}
+    for name, prefix in splits.items():
+        users, items = getattr(data, f"{prefix}_users"), getattr(data, f"{prefix}_items")
+        if c.protocol == "sampled":
+            negatives = getattr(data, f"{prefix}_negatives")
+            if negatives.shape[1] == 0:
+                raise ValueError(
+                    "--eval_protocol=sampled needs test negatives: set --num_test_negatives > 0 "
+                    "or use --eval_protocol=full"
+                )
+            result[name] = evaluate.make_sampled_evaluator(
+                make_score_fn(apply_fn),
+                users,
+                items,
+                negatives,
+                getattr(data, f"{prefix}_negatives_mask"),
+                k=c.top_k,
+                ties=c.ties,
+                chunk_size=c.chunk_size,
+            )
+        else:
+            indptr, indices = data.train_csr()
+            full = evaluate.make_full_evaluator(
+                make_score_all_fn(apply_fn, data.num_items),
+                users,
+                items,
+                indptr,
+                indices,
+                num_items=data.num_items,
+                k=c.top_k,
+                chunk_size=max(1, min(c.chunk_size, 256)),
+            )
+            result[name] = lambda params, key, full=full: full(params)
+    return result
+
+
+def init_params(model, model_config: ModelConfig, key: jax.Array):
+    """Fresh parameters, or NeuMF loaded from the GMF and MLP checkpoints."""
+    dummy = jnp.zeros((1,), jnp.int32)
+    params = model.init(key, dummy, dummy)
+    if model_config.pretrained:
+        gmf, _ = checkpoint.restore_params(model_config.mf_pretrain)
+        mlp, _ = checkpoint.restore_params(model_config.mlp_pretrain)
+        params = load_pretrained(params, gmf, mlp, alpha=model_config.alpha)
+        logging.info(
+            "NeuMF initialised from %s and %s", model_config.mf_pretrain, model_config.mlp_pretrain
+        )
+    return params
+
+
+def learner_for(model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """After pre-training the paper continues with SGD; `--pretrain_learner=same` keeps
+    `--learner` as the authors' README command does."""
+    if model_config.pretrained and train_config.pretrain_learner != "same":
+        return train_config.pretrain_learner
+    return train_config.learner
+
+
+def evaluate_all(evaluators: dict, params, key) -> dict:
+    """{"hr@10": .., "valid_hr@10": ..} as Python floats: one device->host fetch."""
+    out = {}
+    for name, fn in evaluators.items():
+        prefix = "" if name == "test" else f"{name}_"
+        out |= {prefix + k: v for k, v in fn(params, key).items()}
+    return {k: float(v) for k, v in jax.device_get(out).items()}
+
+
+def select_best(history: list[dict], metric: str) -> dict:
+    """The history entry with the highest `metric`; the earliest epoch wins a tie."""
+    return max(history, key=lambda h: (h[metric], -h["epoch"]))
+
+
+def _epoch_entry(epoch, loss, metrics, train_seconds, eval_seconds) -> dict:
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss is {loss} in epoch {epoch} (steps of that epoch): lower "
+            "--learning_rate or check the data"
+        )
+    return {
+        "epoch": epoch,
+        "loss": loss,
+        **metrics,
+        "train_seconds": round(train_seconds, 4),
+        "eval_seconds": round(eval_seconds, 4),
+    }
+
+
+def summarise(history: list[dict], eval_config: EvalConfig, has_validation: bool) -> dict:
+    """best_epoch / best by the configured selection; both selections when validation exists."""
+    hr = f"hr@{eval_config.top_k}"
+    metric_names = [k for k in history[0] if "@" in k and not k.startswith("valid_")]
+    pick = lambda entry: {k: entry[k] for k in metric_names}
+    by_test = select_best(history, hr)
+    out = {"best_by_test": {"epoch": by_test["epoch"], **pick(by_test)}}
+    if has_validation:
+        by_valid = select_best(history, f"valid_{hr}")
+        out["best_by_valid"] = {"epoch": by_valid["epoch"], **pick(by_valid)}
+    chosen = by_valid if eval_config.select_epoch == "valid" else by_test
+    return {"best_epoch": chosen["epoch"], "best": pick(chosen), **out}
+
+
+def train_and_evaluate(
+    data: InteractionData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    eval_config: EvalConfig,
+    workdir: str | pathlib.Path,
+    *,
+    extra: dict | None = None,
+) -> dict:
+    """Trains, evaluates every epoch, checkpoints, and writes WORKDIR/results.json.
+
+    `extra` is copied into results.json (e.g. the flags of the run).
+    """
+    if eval_config.select_epoch == "valid" and not data.has_validation:
+        raise ValueError("--select_epoch=valid needs a validation split: add --validation")
+    workdir = pathlib.Path(workdir)
+    ckpt_dir = workdir / "checkpoints"
+
+    # Model and optimiser.
+    model = create_model(model_config, data.num_users, data.num_items)
+    key = jax.random.key(train_config.seed)
+    init_key, train_key, eval_key = jax.random.split(key, 3)
+    learner = learner_for(model_config, train_config)
+    tx = optim.make_optimizer(learner, train_config.learning_rate)
+    lazy = train_config.lazy_embeddings
+
+    # State: resume from this run's own latest checkpoint, else initialise.
+    state = train.create_train_state(init_params(model, model_config, init_key), tx, lazy=lazy)
+    history: list[dict] = []
+    if checkpoint.latest_step(ckpt_dir / "latest") is not None:
+        state, meta = checkpoint.restore(ckpt_dir / "latest", state)
+        history = meta["history"]
+        logging.info("resumed from %s at epoch %d", ckpt_dir / "latest", int(state.epoch))
+
+    # Data on device, the epoch and the evaluators.
+    device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
+    train_epoch = train.make_train_epoch(
+        train.make_loss_fn(model.apply, model_config),
+        tx,
+        num_neg=train_config.num_neg,
+        batch_size=train_config.batch_size,
+        lazy=lazy,
+        learning_rate=train_config.learning_rate,
+    )
+    evaluators = make_evaluators(model.apply, data, eval_config)
+    hr = f"hr@{eval_config.top_k}"
+    select = hr if eval_config.select_epoch == "test" else f"valid_{hr}"
+    results = {
+        "model": model_config.model,
+        "dataset": data.name,
+        "eval_protocol": eval_config.protocol,
+        "select_epoch": eval_config.select_epoch,
+        "learner": learner,
+        "seed": train_config.seed,
+        "config": {
+            "model": dataclasses.asdict(model_config),
+            "train": dataclasses.asdict(train_config),
+            "eval": dataclasses.asdict(eval_config),
+        },
+        **(extra or {}),
+    }
+    if not history:
+        init = evaluate_all(evaluators, state.params, jax.random.fold_in(eval_key, 0))
+        logging.info("init: %s", reporting.format_metrics(init))
+        results["init"] = init
+
+    # The loop: train, evaluate, checkpoint, report.
+    progress = reporting.Progress(train_config.epochs, start=int(state.epoch))
+    while int(state.epoch) < train_config.epochs:
+        t0 = time.perf_counter()
+        state, loss = train_epoch(state, device_data, train_key)
+        loss = float(loss)  # the one fetch of the epoch; it also waits for the device
+        t1 = time.perf_counter()
+        epoch = int(state.epoch)
+        metrics = evaluate_all(evaluators, state.params, jax.random.fold_in(eval_key, epoch))
+        entry = _epoch_entry(epoch, loss, metrics, t1 - t0, time.perf_counter() - t1)
+        history.append(entry)
+        reporting.log_epoch(entry)
+        progress.update(reporting.format_metrics({hr: entry[hr]}))
+        if select_best(history, select)["epoch"] == epoch:
+            checkpoint.save(ckpt_dir / "best", epoch, state, {"epoch": epoch, **results})
+        checkpoint.save(ckpt_dir / "latest", epoch, state, {"history": history})
+        results |= {"history": history, **summarise(history, eval_config, data.has_validation)}
+        reporting.write_results(workdir, results)
+
+    if history and "best" not in results:  # resumed after the last epoch had finished
+        results |= {"history": history, **summarise(history, eval_config, data.has_validation)}
+        reporting.write_results(workdir, results)
+    reporting.plot_history(workdir, history, f"{model_config.model} on {data.name}")
+    return results

@@ -1,0 +1,160 @@
+"""Stage: train step and epoch. A TrainState pytree, a pure step, and a scanned, jitted epoch.
+
+An epoch is one device call: negatives are sampled, rows shuffled and every step run under
+`jax.lax.scan`; the only value fetched per epoch is the mean loss. Keys derive from
+`fold_in(key, epoch)`, so a resumed run draws exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct, traverse_util
+
+from ncf_jax import losses, optim
+from ncf_jax.batching import Batches, epoch_batches
+from ncf_jax.interactions import Interactions
+
+
+@struct.dataclass
+class TrainState:
+    """step: int32 updates done; epoch: int32 epochs done; params: Flax variables;
+    opt_state: optax state of the dense parameters (all of them unless lazy);
+    table_moments: {table path: RowMoments} under row-sparse Adam, else {}."""
+
+    step: jax.Array
+    epoch: jax.Array
+    params: Any
+    opt_state: Any
+    table_moments: Any
+
+
+def _is_table(path: tuple[str, ...]) -> bool:
+    return path[-1] == "embedding"
+
+
+def split_tables(params) -> tuple[dict, dict]:
+    """({path: table}, dense params as a nested dict) of Flax variables."""
+    flat = traverse_util.flatten_dict(params)
+    tables = {k: v for k, v in flat.items() if _is_table(k)}
+    dense = traverse_util.unflatten_dict({k: v for k, v in flat.items() if not _is_table(k)})
+    return tables, dense
+
+
+def merge_tables(tables: dict, dense) -> dict:
+    return traverse_util.unflatten_dict({**traverse_util.flatten_dict(dense), **tables})
+
+
+def create_train_state(params, tx: optax.GradientTransformation, *, lazy: bool) -> TrainState:
+    if lazy:
+        tables, dense = split_tables(params)
+        opt_state = tx.init(dense)
+        moments = {"/".join(k): optim.init_row_moments(v) for k, v in tables.items()}
+    else:
+        opt_state, moments = tx.init(params), {}
+    step, epoch = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)  # distinct buffers
+    return TrainState(step, epoch, params, opt_state, moments)
+
+
+LossFn = Callable[..., jax.Array]  # (params, users, items, labels, weights) -> scalar
+
+
+def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tuple:
+    loss, grads = jax.value_and_grad(loss_fn)(
+        state.params, batch.users, batch.items, batch.labels, batch.weights
+    )
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+
+def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate) -> tuple:
+    """Row-sparse Adam step: table rows outside the batch are left untouched.
+
+    The table gradient is the backward of a gather (one zero-fill and a scatter-add); only
+    the batch's unique rows are then read from it and updated, instead of the ~10 full-table
+    passes of dense Adam.
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(
+        state.params, batch.users, batch.items, batch.labels, batch.weights
+    )
+    tables, dense = split_tables(state.params)
+    g_tables, g_dense = split_tables(grads)
+    updates, opt_state = tx.update(g_dense, state.opt_state, dense)
+    dense = optax.apply_updates(dense, updates)
+    size = batch.users.shape[0]
+    rows = {
+        kind: jnp.unique(ids, size=size, fill_value=jnp.iinfo(jnp.int32).max)
+        for kind, ids in (("user", batch.users), ("item", batch.items))
+    }
+    new_tables, moments = {}, {}
+    for path, table in tables.items():
+        name, kind = "/".join(path), path[-2].rsplit("_", 1)[-1]
+        if kind not in rows:
+            raise ValueError(f"embedding {name} must be named *_user or *_item")
+        idx = rows[kind]
+        new_tables[path], moments[name] = optim.lazy_adam_rows(
+            table,
+            state.table_moments[name],
+            idx,
+            g_tables[path].at[idx].get(mode="fill", fill_value=0),
+            state.step,
+            learning_rate=learning_rate,
+        )
+    new_state = state.replace(
+        step=state.step + 1,
+        params=merge_tables(new_tables, dense),
+        opt_state=opt_state,
+        table_moments=moments,
+    )
+    return new_state, loss
+
+
+def make_loss_fn(apply_fn, model_config) -> LossFn:
+    """Pointwise BCE on logits plus the configured L2 penalties."""
+
+    def loss_fn(params, users, items, labels, weights):
+        logits = apply_fn(params, users, items)
+        penalty = losses.l2_penalty(params, users, items, weights, model_config)
+        return losses.bce_with_logits(logits, labels, weights) + penalty
+
+    return loss_fn
+
+
+def make_train_epoch(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    num_neg: int,
+    batch_size: int,
+    lazy: bool = False,
+    learning_rate=None,
+):
+    """A jitted `train_epoch(state, data, key) -> (state, mean_loss)`; `state` is donated.
+
+    The epoch's key is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
+    """
+    if lazy:
+        step_fn = functools.partial(lazy_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate)
+    else:
+        step_fn = functools.partial(dense_step, loss_fn=loss_fn, tx=tx)
+
+    def body(state, batch):
+        state, loss = step_fn(state, batch)
+        weight = jnp.sum(batch.weights)
+        return state, (loss * weight, weight)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_epoch(state: TrainState, data: Interactions, key: jax.Array):
+        batches = epoch_batches(
+            jax.random.fold_in(key, state.epoch), data, num_neg=num_neg, batch_size=batch_size
+        )
+        state, (loss_sums, weights) = jax.lax.scan(body, state, batches)
+        return state.replace(epoch=state.epoch + 1), jnp.sum(loss_sums) / jnp.sum(weights)
+
+    return train_epoch
