@@ -9,21 +9,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from ncf_jax.interactions import Interactions
 from ncf_jax.permutation import permutation
 from ncf_jax.sampling import sample_negatives
 
-
-@struct.dataclass
-class Batches:
-    """[steps, batch_size] arrays: int32 users and items, float32 labels and weights."""
-
-    users: jax.Array
-    items: jax.Array
-    labels: jax.Array
-    weights: jax.Array
+Batches = dict[str, jax.Array]  # name -> [steps, batch_size, ...]; always has "weights"
 
 
 def num_steps(num_pairs: int, *, num_neg: int, batch_size: int) -> int:
@@ -39,15 +30,19 @@ def epoch_batches(key: jax.Array, data: Interactions, *, num_neg: int, batch_siz
     users = jnp.concatenate([data.users, neg_users])
     items = jnp.concatenate([data.items, sample_negatives(neg_key, neg_users, data)])
     labels = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(n * num_neg, jnp.float32)])
-    total = n * (1 + num_neg)
-    steps = num_steps(n, num_neg=num_neg, batch_size=batch_size)
-    order = permutation(perm_key, total)
-    order = jnp.pad(order, (0, steps * batch_size - total))
-    weights = (jnp.arange(steps * batch_size) < total).astype(jnp.float32)
-    shape = (steps, batch_size)
-    return Batches(
-        users=users[order].reshape(shape),
-        items=items[order].reshape(shape),
-        labels=labels[order].reshape(shape),
-        weights=weights.reshape(shape),
+    return shuffle_into_batches(
+        perm_key, {"users": users, "items": items, "labels": labels}, batch_size=batch_size
     )
+
+
+def shuffle_into_batches(key: jax.Array, rows: dict, *, batch_size: int) -> Batches:
+    """Permutes equal-length row arrays together and cuts them into [steps, batch_size, ...].
+
+    A "weights" entry (1 for real rows, 0 for the padding of the last batch) is added.
+    """
+    total = len(next(iter(rows.values())))
+    steps = -(-total // batch_size)
+    order = jnp.pad(permutation(key, total), (0, steps * batch_size - total))
+    batches = {name: x[order].reshape(steps, batch_size, *x.shape[1:]) for name, x in rows.items()}
+    weights = (jnp.arange(steps * batch_size) < total).astype(jnp.float32)
+    return batches | {"weights": weights.reshape(steps, batch_size)}

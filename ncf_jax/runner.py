@@ -7,6 +7,7 @@ Resume order: the run's own WORKDIR/checkpoints/latest -> pre-trained GMF + MLP 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ncf_jax import checkpoint, evaluate, interactions, optim, reporting, train
+from ncf_jax import batching, checkpoint, evaluate, interactions, optim, reporting, train
 from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data.types import InteractionData
 from ncf_jax.models import create_model, load_pretrained
@@ -112,9 +113,28 @@ def evaluate_all(evaluators: dict, params, key) -> dict:
     return {k: float(v) for k, v in jax.device_get(out).items()}
 
 
-def select_best(history: list[dict], metric: str) -> dict:
-    """The history entry with the highest `metric`; the earliest epoch wins a tie."""
-    return max(history, key=lambda h: (h[metric], -h["epoch"]))
+def select_best(history: list[dict], metric: str, mode: str = "max") -> dict:
+    """The history entry with the best `metric` ("max" or "min"); the earliest wins a tie."""
+    sign = 1.0 if mode == "max" else -1.0
+    return max(history, key=lambda h: (sign * h[metric], -h["epoch"]))
+
+
+def summarise(history: list[dict], metric: str, mode: str, has_validation: bool) -> dict:
+    """best_epoch and best (test metrics) by `metric` on the selection split, plus
+    best_by_test, and best_by_valid when a validation split exists."""
+    names = [k for k in history[0] if k not in ("epoch", "loss") and "seconds" not in k]
+    test_names = [k for k in names if not k.startswith("valid_")]
+    pick = lambda entry: {k: entry[k] for k in test_names}
+    base = metric.removeprefix("valid_")
+    by_test = select_best(history, base, mode)
+    out = {"best_by_test": {"epoch": by_test["epoch"], **pick(by_test)}}
+    chosen = by_test
+    if has_validation:
+        by_valid = select_best(history, f"valid_{base}", mode)
+        out["best_by_valid"] = {"epoch": by_valid["epoch"], **pick(by_valid)}
+        if metric.startswith("valid_"):
+            chosen = by_valid
+    return {"best_epoch": chosen["epoch"], "best": pick(chosen), **out}
 
 
 def _epoch_entry(epoch, loss, metrics, train_seconds, eval_seconds) -> dict:
@@ -132,18 +152,66 @@ def _epoch_entry(epoch, loss, metrics, train_seconds, eval_seconds) -> dict:
     }
 
 
-def summarise(history: list[dict], eval_config: EvalConfig, has_validation: bool) -> dict:
-    """best_epoch / best by the configured selection; both selections when validation exists."""
-    hr = f"hr@{eval_config.top_k}"
-    metric_names = [k for k in history[0] if "@" in k and not k.startswith("valid_")]
-    pick = lambda entry: {k: entry[k] for k in metric_names}
-    by_test = select_best(history, hr)
-    out = {"best_by_test": {"epoch": by_test["epoch"], **pick(by_test)}}
-    if has_validation:
-        by_valid = select_best(history, f"valid_{hr}")
-        out["best_by_valid"] = {"epoch": by_valid["epoch"], **pick(by_valid)}
-    chosen = by_valid if eval_config.select_epoch == "valid" else by_test
-    return {"best_epoch": chosen["epoch"], "best": pick(chosen), **out}
+def fit(
+    state: train.TrainState,
+    train_epoch,
+    train_data,
+    evaluate_fn,
+    *,
+    key: jax.Array,
+    epochs: int,
+    workdir,
+    results: dict,
+    select: str,
+    mode: str = "max",
+    has_validation: bool = False,
+) -> dict:
+    """The epoch loop shared by every task: resume, train, evaluate, checkpoint, report.
+
+    Args:
+      state: the initial TrainState (replaced by WORKDIR/checkpoints/latest when one exists).
+      train_epoch: `train_epoch(state, train_data, key) -> (state, loss)` (train.make_train_epoch).
+      evaluate_fn: `evaluate_fn(params, key) -> {name: float}`; names prefixed "valid_" are
+        validation metrics.
+      key: PRNG key; epoch e trains with `fold_in(train_key, e)` and evaluates with
+        `fold_in(eval_key, e)`, so a resumed run repeats an uninterrupted one exactly.
+      results: the run's description; history and best are added, and it is written to
+        WORKDIR/results.json after every epoch.
+      select, mode: the metric that picks the best epoch ("valid_hr@10", "rmse", ...).
+    """
+    workdir = pathlib.Path(workdir)
+    ckpt = workdir / "checkpoints"
+    train_key, eval_key = jax.random.split(key)
+    history: list[dict] = []
+    if checkpoint.latest_step(ckpt / "latest") is not None:
+        state, meta = checkpoint.restore(ckpt / "latest", state)
+        history, results = meta["history"], meta["results"]
+        logging.info("resumed from %s after epoch %d", ckpt / "latest", int(state.epoch))
+    else:
+        results["init"] = evaluate_fn(state.params, jax.random.fold_in(eval_key, 0))
+        logging.info("init: %s", reporting.format_metrics(results["init"]))
+
+    progress = reporting.Progress(epochs, start=int(state.epoch))
+    while int(state.epoch) < epochs:
+        t0 = time.perf_counter()
+        state, loss = train_epoch(state, train_data, train_key)
+        loss = float(loss)  # the one fetch of the epoch; it also waits for the device
+        t1 = time.perf_counter()
+        epoch = int(state.epoch)
+        metrics = evaluate_fn(state.params, jax.random.fold_in(eval_key, epoch))
+        entry = _epoch_entry(epoch, loss, metrics, t1 - t0, time.perf_counter() - t1)
+        history.append(entry)
+        reporting.log_epoch(entry)
+        progress.update(reporting.format_metrics({select: entry[select]}))
+        results |= {"history": history, **summarise(history, select, mode, has_validation)}
+        if select_best(history, select, mode)["epoch"] == epoch:
+            checkpoint.save(ckpt / "best", epoch, state, {"epoch": epoch, "results": results})
+        checkpoint.save(ckpt / "latest", epoch, state, {"history": history, "results": results})
+        reporting.write_results(workdir, results)
+
+    reporting.write_results(workdir, results)
+    reporting.plot_history(workdir, history, f"{results.get('model')} on {results.get('dataset')}")
+    return results
 
 
 def train_and_evaluate(
@@ -155,44 +223,33 @@ def train_and_evaluate(
     *,
     extra: dict | None = None,
 ) -> dict:
-    """Trains, evaluates every epoch, checkpoints, and writes WORKDIR/results.json.
+    """Trains a pointwise NCF model with sampled negatives; writes WORKDIR/results.json.
 
     `extra` is copied into results.json (e.g. the flags of the run).
     """
     if eval_config.select_epoch == "valid" and not data.has_validation:
         raise ValueError("--select_epoch=valid needs a validation split: add --validation")
-    workdir = pathlib.Path(workdir)
-    ckpt_dir = workdir / "checkpoints"
 
-    # Model and optimiser.
+    # Model, optimiser, state.
     model = create_model(model_config, data.num_users, data.num_items)
-    key = jax.random.key(train_config.seed)
-    init_key, train_key, eval_key = jax.random.split(key, 3)
+    init_key, key = jax.random.split(jax.random.key(train_config.seed))
     learner = learner_for(model_config, train_config)
     tx = optim.make_optimizer(learner, train_config.learning_rate)
     lazy = train_config.lazy_embeddings
-
-    # State: resume from this run's own latest checkpoint, else initialise.
     state = train.create_train_state(init_params(model, model_config, init_key), tx, lazy=lazy)
-    history: list[dict] = []
-    if checkpoint.latest_step(ckpt_dir / "latest") is not None:
-        state, meta = checkpoint.restore(ckpt_dir / "latest", state)
-        history = meta["history"]
-        logging.info("resumed from %s at epoch %d", ckpt_dir / "latest", int(state.epoch))
 
-    # Data on device, the epoch and the evaluators.
+    # Data on device, the epoch, the evaluators.
     device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
+    make_batches = functools.partial(
+        batching.epoch_batches, num_neg=train_config.num_neg, batch_size=train_config.batch_size
+    )
+    loss_fn = train.make_loss_fn(model.apply, model_config)
     train_epoch = train.make_train_epoch(
-        train.make_loss_fn(model.apply, model_config),
-        tx,
-        num_neg=train_config.num_neg,
-        batch_size=train_config.batch_size,
-        lazy=lazy,
-        learning_rate=train_config.learning_rate,
+        loss_fn, tx, make_batches, lazy=lazy, learning_rate=train_config.learning_rate
     )
     evaluators = make_evaluators(model.apply, data, eval_config)
+
     hr = f"hr@{eval_config.top_k}"
-    select = hr if eval_config.select_epoch == "test" else f"valid_{hr}"
     results = {
         "model": model_config.model,
         "dataset": data.name,
@@ -207,32 +264,15 @@ def train_and_evaluate(
         },
         **(extra or {}),
     }
-    if not history:
-        init = evaluate_all(evaluators, state.params, jax.random.fold_in(eval_key, 0))
-        logging.info("init: %s", reporting.format_metrics(init))
-        results["init"] = init
-
-    # The loop: train, evaluate, checkpoint, report.
-    progress = reporting.Progress(train_config.epochs, start=int(state.epoch))
-    while int(state.epoch) < train_config.epochs:
-        t0 = time.perf_counter()
-        state, loss = train_epoch(state, device_data, train_key)
-        loss = float(loss)  # the one fetch of the epoch; it also waits for the device
-        t1 = time.perf_counter()
-        epoch = int(state.epoch)
-        metrics = evaluate_all(evaluators, state.params, jax.random.fold_in(eval_key, epoch))
-        entry = _epoch_entry(epoch, loss, metrics, t1 - t0, time.perf_counter() - t1)
-        history.append(entry)
-        reporting.log_epoch(entry)
-        progress.update(reporting.format_metrics({hr: entry[hr]}))
-        if select_best(history, select)["epoch"] == epoch:
-            checkpoint.save(ckpt_dir / "best", epoch, state, {"epoch": epoch, **results})
-        checkpoint.save(ckpt_dir / "latest", epoch, state, {"history": history})
-        results |= {"history": history, **summarise(history, eval_config, data.has_validation)}
-        reporting.write_results(workdir, results)
-
-    if history and "best" not in results:  # resumed after the last epoch had finished
-        results |= {"history": history, **summarise(history, eval_config, data.has_validation)}
-        reporting.write_results(workdir, results)
-    reporting.plot_history(workdir, history, f"{model_config.model} on {data.name}")
-    return results
+    return fit(
+        state,
+        train_epoch,
+        device_data,
+        lambda params, key: evaluate_all(evaluators, params, key),
+        key=key,
+        epochs=train_config.epochs,
+        workdir=workdir,
+        results=results,
+        select=hr if eval_config.select_epoch == "test" else f"valid_{hr}",
+        has_validation=data.has_validation,
+    )

@@ -17,8 +17,7 @@ import optax
 from flax import struct, traverse_util
 
 from ncf_jax import losses, optim
-from ncf_jax.batching import Batches, epoch_batches
-from ncf_jax.interactions import Interactions
+from ncf_jax.batching import Batches
 
 
 @struct.dataclass
@@ -61,13 +60,11 @@ def create_train_state(params, tx: optax.GradientTransformation, *, lazy: bool) 
     return TrainState(step, epoch, params, opt_state, moments)
 
 
-LossFn = Callable[..., jax.Array]  # (params, users, items, labels, weights) -> scalar
+LossFn = Callable[[Any, Batches], jax.Array]  # (params, batch) -> scalar
 
 
 def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tuple:
-    loss, grads = jax.value_and_grad(loss_fn)(
-        state.params, batch.users, batch.items, batch.labels, batch.weights
-    )
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
@@ -80,17 +77,15 @@ def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learnin
     the batch's unique rows are then read from it and updated, instead of the ~10 full-table
     passes of dense Adam.
     """
-    loss, grads = jax.value_and_grad(loss_fn)(
-        state.params, batch.users, batch.items, batch.labels, batch.weights
-    )
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     tables, dense = split_tables(state.params)
     g_tables, g_dense = split_tables(grads)
     updates, opt_state = tx.update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
-    size = batch.users.shape[0]
+    size = batch["users"].shape[0]
     rows = {
-        kind: jnp.unique(ids, size=size, fill_value=jnp.iinfo(jnp.int32).max)
-        for kind, ids in (("user", batch.users), ("item", batch.items))
+        kind: jnp.unique(batch[f"{kind}s"], size=size, fill_value=jnp.iinfo(jnp.int32).max)
+        for kind in ("user", "item")
     }
     new_tables, moments = {}, {}
     for path, table in tables.items():
@@ -118,10 +113,11 @@ def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learnin
 def make_loss_fn(apply_fn, model_config) -> LossFn:
     """Pointwise BCE on logits plus the configured L2 penalties."""
 
-    def loss_fn(params, users, items, labels, weights):
+    def loss_fn(params, batch):
+        users, items, weights = batch["users"], batch["items"], batch["weights"]
         logits = apply_fn(params, users, items)
         penalty = losses.l2_penalty(params, users, items, weights, model_config)
-        return losses.bce_with_logits(logits, labels, weights) + penalty
+        return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
 
     return loss_fn
 
@@ -129,15 +125,16 @@ def make_loss_fn(apply_fn, model_config) -> LossFn:
 def make_train_epoch(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
+    make_batches: Callable[[jax.Array, Any], Batches],
     *,
-    num_neg: int,
-    batch_size: int,
     lazy: bool = False,
     learning_rate=None,
 ):
     """A jitted `train_epoch(state, data, key) -> (state, mean_loss)`; `state` is donated.
 
-    The epoch's key is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
+    `make_batches(key, data)` builds the epoch's `[steps, batch, ...]` arrays on device (e.g.
+    `functools.partial(batching.epoch_batches, num_neg=4, batch_size=256)`); the epoch's key
+    is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
     """
     if lazy:
         step_fn = functools.partial(lazy_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate)
@@ -146,14 +143,12 @@ def make_train_epoch(
 
     def body(state, batch):
         state, loss = step_fn(state, batch)
-        weight = jnp.sum(batch.weights)
+        weight = jnp.sum(batch["weights"])
         return state, (loss * weight, weight)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_epoch(state: TrainState, data: Interactions, key: jax.Array):
-        batches = epoch_batches(
-            jax.random.fold_in(key, state.epoch), data, num_neg=num_neg, batch_size=batch_size
-        )
+    def train_epoch(state: TrainState, data, key: jax.Array):
+        batches = make_batches(jax.random.fold_in(key, state.epoch), data)
         state, (loss_sums, weights) = jax.lax.scan(body, state, batches)
         return state.replace(epoch=state.epoch + 1), jnp.sum(loss_sums) / jnp.sum(weights)
 
