@@ -17,3 +17,11 @@ def shared_data():
     if not (SHARED_DATA / "ml-100k" / "u.data").exists():
         pytest.skip(f"real data not found at {SHARED_DATA} (present on the project's machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own dataset cache root, never the user's ~/.cache/ncf_jax."""
+    root = tmp_path_factory.mktemp("ncf_jax_cache")
+    monkeypatch.setenv("NCF_JAX_DATA", str(root))
+    return root

@@ -1,0 +1,114 @@
+"""Model architecture: parameter shapes and counts by formula, pre-training, the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncf_jax.config import ModelConfig
+from ncf_jax.models import GMF, MLP, MODELS, NeuMF, create_model, load_pretrained
+
+NU, NI = 7, 11
+IDS = jnp.array([0, 3, 6]), jnp.array([1, 5, 10])
+
+
+def _init(model, seed=0):
+    return model.init(jax.random.key(seed), *IDS)
+
+
+def _count(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+def _shapes(params) -> dict:
+    return {k: {n: v.shape for n, v in d.items()} for k, d in params["params"].items()}
+
+
+def test_gmf_shapes_and_count():
+    params = _init(GMF(NU, NI, num_factors=4))
+    assert _shapes(params) == {
+        "mf_user": {"embedding": (NU, 4)},
+        "mf_item": {"embedding": (NI, 4)},
+        "out": {"kernel": (4, 1), "bias": (1,)},
+    }
+    assert _count(params) == (NU + NI) * 4 + 4 + 1
+
+
+def test_mlp_shapes_and_count():
+    layers = (16, 8, 4)
+    params = _init(MLP(NU, NI, layers=layers))
+    shapes = _shapes(params)
+    assert shapes["mlp_user"]["embedding"] == (NU, 8) and shapes["mlp_item"]["embedding"] == (NI, 8)
+    assert shapes["mlp_dense_0"]["kernel"] == (16, 8) and shapes["mlp_dense_1"]["kernel"] == (8, 4)
+    assert shapes["out"]["kernel"] == (4, 1)
+    dense = sum(a * b + b for a, b in zip(layers[:-1], layers[1:], strict=True))
+    assert _count(params) == (NU + NI) * 8 + dense + 4 + 1
+
+
+def test_neumf_shapes_and_count():
+    params = _init(NeuMF(NU, NI, num_factors=4, layers=(16, 8, 4)))
+    shapes = _shapes(params)
+    assert shapes["out"]["kernel"] == (4 + 4, 1)
+    assert _count(params) == (NU + NI) * (4 + 8) + (16 * 8 + 8) + (8 * 4 + 4) + 8 + 1
+
+
+def test_initialisation_follows_the_authors():
+    params = _init(NeuMF(500, 400, num_factors=32, layers=(64, 32)))["params"]
+    emb = np.asarray(params["mf_user"]["embedding"])
+    assert abs(emb.std() - 0.01) < 0.001 and abs(emb.mean()) < 0.001  # N(0, 0.01)
+    kernel = np.asarray(params["mlp_dense_0"]["kernel"])
+    limit = np.sqrt(3.0 / 64)  # LeCun uniform: NU(-sqrt(3 / fan_in), +sqrt(3 / fan_in))
+    assert kernel.max() <= limit and kernel.min() >= -limit and kernel.max() > 0.9 * limit
+
+
+def test_scores_any_id_shape():
+    model = NeuMF(NU, NI, num_factors=4, layers=(8, 4))
+    params = _init(model)
+    grid = model.apply(params, jnp.zeros((3, 5), jnp.int32), jnp.arange(15).reshape(3, 5) % NI)
+    flat = model.apply(params, jnp.zeros(15, jnp.int32), jnp.arange(15) % NI)
+    np.testing.assert_allclose(grid.reshape(-1), flat, rtol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.2])
+def test_pretrained_neumf_logits_are_the_alpha_mix(alpha):
+    gmf, mlp = GMF(NU, NI, num_factors=4), MLP(NU, NI, layers=(16, 8, 4))
+    neumf = NeuMF(NU, NI, num_factors=4, layers=(16, 8, 4))
+    gmf_params, mlp_params = _init(gmf, 1), _init(mlp, 2)
+    params = load_pretrained(_init(neumf, 3), gmf_params, mlp_params, alpha=alpha)
+    users, items = jnp.arange(NU).repeat(NI), jnp.tile(jnp.arange(NI), NU)
+    expected = alpha * gmf.apply(gmf_params, users, items) + (1 - alpha) * mlp.apply(
+        mlp_params, users, items
+    )
+    np.testing.assert_allclose(neumf.apply(params, users, items), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pretrained_size_mismatch_names_the_entry():
+    neumf = _init(NeuMF(NU, NI, num_factors=4, layers=(16, 8, 4)))
+    gmf = _init(GMF(NU, NI, num_factors=8))  # wrong factor count
+    mlp = _init(MLP(NU, NI, layers=(16, 8, 4)))
+    with pytest.raises(ValueError, match=r"mf_(user|item).*has shape \(\d+, 8\), NeuMF needs"):
+        load_pretrained(neumf, gmf, mlp)
+
+
+def test_registry_builds_every_model_from_a_config():
+    for name in ("gmf", "mlp", "neumf", "mf"):
+        assert name in MODELS
+        model = create_model(ModelConfig(model=name, num_factors=4, layers=(8, 4)), NU, NI)
+        assert model.apply(_init(model), *IDS).shape == (3,)
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model(ModelConfig(model="nope"), NU, NI)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(layers=(15, 8)), "even"),
+        (dict(num_factors=0), "num_factors"),
+        (dict(reg_layers=(0.0, 0.1)), "reg_layers"),
+        (dict(mf_pretrain="a"), "together"),
+        (dict(model="gmf", mf_pretrain="a", mlp_pretrain="b"), "neumf only"),
+    ],
+)
+def test_bad_model_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)

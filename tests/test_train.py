@@ -1,0 +1,185 @@
+"""Training: epoch batches, a planted signal, determinism, lazy Adam, L2, resume."""
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ncf_jax import batching, interactions, losses, optim, train
+from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.data import synthetic
+from ncf_jax.models import create_model
+from ncf_jax.runner import train_and_evaluate
+
+DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=50)
+
+
+def test_epoch_has_every_positive_once_and_fresh_negatives():
+    dev = interactions.from_data(DATA)
+    b = batching.epoch_batches(jax.random.key(0), dev, num_neg=3, batch_size=64)
+    users, items = np.asarray(b["users"]).ravel(), np.asarray(b["items"]).ravel()
+    labels, weights = np.asarray(b["labels"]).ravel(), np.asarray(b["weights"]).ravel()
+    n = len(DATA.train_users)
+    assert weights.sum() == 4 * n and b["users"].shape[1] == 64  # nothing dropped
+    real = weights == 1
+    pos = real & (labels == 1)
+    got = sorted(zip(users[pos].tolist(), items[pos].tolist(), strict=True))
+    assert got == sorted(zip(DATA.train_users.tolist(), DATA.train_items.tolist(), strict=True))
+    neg = real & (labels == 0)
+    assert (
+        np.bincount(users[neg], minlength=DATA.num_users).tolist()
+        == (3 * np.bincount(DATA.train_users, minlength=DATA.num_users)).tolist()
+    )
+    known = set(zip(DATA.train_users.tolist(), DATA.train_items.tolist(), strict=True))
+    assert not known & set(zip(users[neg].tolist(), items[neg].tolist(), strict=True))
+
+
+def test_known_exclusion_also_avoids_test_items():
+    dev = interactions.from_data(DATA, exclude="known")
+    b = batching.epoch_batches(jax.random.key(1), dev, num_neg=20, batch_size=128)
+    neg = (np.asarray(b["labels"]) == 0) & (np.asarray(b["weights"]) == 1)
+    users, items = np.asarray(b["users"])[neg].tolist(), np.asarray(b["items"])[neg].tolist()
+    pairs = set(zip(users, items, strict=True))
+    assert not pairs & set(zip(DATA.test_users.tolist(), DATA.test_items.tolist(), strict=True))
+
+
+def _run(tmp_path, name, epochs=3, **train_kwargs):
+    return train_and_evaluate(
+        DATA,
+        ModelConfig(model="gmf", num_factors=8),
+        TrainConfig(epochs=epochs, batch_size=64, learning_rate=0.01, **train_kwargs),
+        EvalConfig(top_k=5),
+        tmp_path / name,
+    )
+
+
+def test_planted_signal_beats_random_ranking_widely(tmp_path):
+    result = _run(tmp_path, "planted", epochs=6)
+    random_hr = 5 / 51
+    assert result["init"]["hr@5"] < 2 * random_hr
+    assert result["best"]["hr@5"] > 3 * random_hr, result["best"]
+    saved = json.loads((tmp_path / "planted" / "results.json").read_text())
+    assert saved["best"] == result["best"] and len(saved["history"]) == 6
+    assert (tmp_path / "planted" / "history.png").stat().st_size > 0
+
+
+def test_same_seed_same_result_and_resume_is_exact(tmp_path):
+    full = _run(tmp_path, "full", epochs=4)
+    again = _run(tmp_path, "again", epochs=4)
+    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k} for e in h]
+    assert strip(full["history"]) == strip(again["history"])
+    # A run stopped after 2 epochs and restarted in the same workdir ends where `full` does.
+    _run(tmp_path, "resumed", epochs=2)
+    resumed = _run(tmp_path, "resumed", epochs=4)
+    assert strip(resumed["history"]) == strip(full["history"])
+    assert resumed["best"] == full["best"]
+    other = _run(tmp_path, "other", epochs=1, seed=1)
+    assert other["history"][0]["loss"] != full["history"][0]["loss"]
+
+
+def test_lazy_adam_rows_equal_optax_adam_when_every_row_is_updated():
+    table = jax.random.normal(jax.random.key(0), (5, 3))
+    tx = optax.adam(0.1)
+    state, moments = tx.init(table), optim.init_row_moments(table)
+    ref, lazy = table, table
+    for step in range(3):
+        g = jax.random.normal(jax.random.key(step + 1), (5, 3))
+        updates, state = tx.update(g, state)
+        ref = optax.apply_updates(ref, updates)
+        rows = jnp.array([4, 2, 0, 1, 3, 99])  # any order; 99 is padding and is dropped
+        grads = jnp.concatenate([g[rows[:5]], jnp.ones((1, 3))])
+        lazy, moments = optim.lazy_adam_rows(
+            lazy, moments, rows, grads, jnp.int32(step), learning_rate=0.1
+        )
+    np.testing.assert_allclose(lazy, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows():
+    model = create_model(ModelConfig(model="neumf", num_factors=4, layers=(8, 4)), 10, 12)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    loss_fn = train.make_loss_fn(model.apply, ModelConfig(model="neumf", num_factors=4))
+    tx = optim.make_optimizer("adam", 0.01)
+    batch = {
+        "users": jnp.array([1, 1, 3, 7]),
+        "items": jnp.array([2, 5, 5, 0]),
+        "labels": jnp.array([1.0, 0.0, 1.0, 0.0]),
+        "weights": jnp.ones(4),
+    }
+    dense, _ = train.dense_step(
+        train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, tx=tx
+    )
+    lazy_state = train.create_train_state(params, tx, lazy=True)
+    lazy, _ = train.lazy_step(lazy_state, batch, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        dense.params,
+        lazy.params,
+    )
+    batch2 = dict(batch, users=jnp.array([0, 0, 0, 0]))
+    lazy2, _ = train.lazy_step(lazy, batch2, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    before, after = (
+        lazy.params["params"]["mf_user"]["embedding"],
+        lazy2.params["params"]["mf_user"]["embedding"],
+    )
+    np.testing.assert_array_equal(before[1:], after[1:])  # rows not in the batch are untouched
+    assert not np.array_equal(before[0], after[0])
+
+
+def test_l2_penalty_by_hand():
+    config = ModelConfig(
+        model="neumf", num_factors=2, layers=(4, 2), reg_mf=0.1, reg_layers=(0.2, 0.3)
+    )
+    model = create_model(config, 3, 4)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    users, items, weights = jnp.array([0, 2]), jnp.array([1, 1]), jnp.array([1.0, 0.0])
+    p = jax.tree.map(np.asarray, params["params"])
+    expected = (
+        0.1
+        * (np.sum(p["mf_user"]["embedding"][0] ** 2) + np.sum(p["mf_item"]["embedding"][1] ** 2))
+        + 0.2
+        * (np.sum(p["mlp_user"]["embedding"][0] ** 2) + np.sum(p["mlp_item"]["embedding"][1] ** 2))
+        + 0.3 * np.sum(p["mlp_dense_0"]["kernel"] ** 2)
+    )
+    got = losses.l2_penalty(params, users, items, weights, config)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_lazy_training_learns_too(tmp_path):
+    result = _run(tmp_path, "lazy", epochs=6, lazy_embeddings=True)
+    assert result["best"]["hr@5"] > 3 * 5 / 51
+
+
+def test_nan_loss_stops_with_the_epoch(tmp_path):
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        train_and_evaluate(
+            DATA,
+            ModelConfig(model="gmf", num_factors=8),
+            TrainConfig(epochs=2, batch_size=64, learning_rate=1e30, learner="sgd"),
+            EvalConfig(top_k=5),
+            tmp_path / "nan",
+        )
+
+
+def test_train_epoch_is_deterministic_and_donates_state():
+    dev = interactions.from_data(DATA)
+    model = create_model(ModelConfig(model="gmf", num_factors=4), DATA.num_users, DATA.num_items)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    tx = optim.make_optimizer("adam", 0.01)
+    make = functools.partial(batching.epoch_batches, num_neg=2, batch_size=32)
+    epoch = train.make_train_epoch(
+        train.make_loss_fn(model.apply, ModelConfig(model="gmf")), tx, make
+    )
+    outs = []
+    for _ in range(2):
+        state = train.create_train_state(jax.tree.map(jnp.copy, params), tx, lazy=False)
+        state, loss = epoch(state, dev, jax.random.key(5))
+        outs.append((float(loss), np.asarray(state.params["params"]["mf_user"]["embedding"])))
+    assert outs[0][0] == outs[1][0]
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    assert int(state.epoch) == 1 and int(state.step) == batching.num_steps(
+        len(DATA.train_users), num_neg=2, batch_size=32
+    )
