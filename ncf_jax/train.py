@@ -73,20 +73,17 @@ def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tup
 def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate) -> tuple:
     """Row-sparse Adam step: table rows outside the batch are left untouched.
 
-    The table gradient is the backward of a gather (one zero-fill and a scatter-add); only
-    the batch's unique rows are then read from it and updated, instead of the ~10 full-table
-    passes of dense Adam.
+    The table gradient is the backward of a gather (one zero-fill and a scatter-add). Each
+    batch row then reads its table row's summed gradient and moments and computes the row's
+    update; a row that occurs several times in the batch computes the same values each time,
+    so the scatter back is deterministic without sorting ids to de-duplicate them.
     """
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     tables, dense = split_tables(state.params)
     g_tables, g_dense = split_tables(grads)
     updates, opt_state = tx.update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
-    size = batch["users"].shape[0]
-    rows = {
-        kind: jnp.unique(batch[f"{kind}s"], size=size, fill_value=jnp.iinfo(jnp.int32).max)
-        for kind in ("user", "item")
-    }
+    rows = {"user": batch["users"], "item": batch["items"]}
     new_tables, moments = {}, {}
     for path, table in tables.items():
         name, kind = "/".join(path), path[-2].rsplit("_", 1)[-1]
