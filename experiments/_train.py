@@ -30,6 +30,7 @@ def main(argv) -> None:
         eval_config,
         workdir,
         extra={"flags": ncf_flags.flag_values()},
+        data_config=data_config,
     )
     print(
         f"{results['model']} on {results['dataset']}: best epoch {results['best_epoch']} "

@@ -46,3 +46,32 @@ def shuffle_into_batches(key: jax.Array, rows: dict, *, batch_size: int) -> Batc
     batches = {name: x[order].reshape(steps, batch_size, *x.shape[1:]) for name, x in rows.items()}
     weights = (jnp.arange(steps * batch_size) < total).astype(jnp.float32)
     return batches | {"weights": weights.reshape(steps, batch_size)}
+
+
+def candidate_batches(
+    key: jax.Array, data: Interactions, *, num_neg: int, batch_size: int
+) -> Batches:
+    """One epoch of (user, [positive, num_neg negatives]) rows for retrieval losses, on device.
+
+    Every training positive is one row; negatives are drawn by `sample_negatives` (so they avoid
+    the user's excluded items) and redrawn every epoch. `num_neg=0` gives positives only, for
+    in-batch losses.
+
+    Returns:
+      users [steps, batch] int32, items [steps, batch, 1 + num_neg] int32 (column 0 the
+      positive), log_q [steps, batch] float32 (log of the positive's share of all training
+      positives: the probability an in-batch negative is that item), weights [steps, batch].
+    """
+    neg_key, perm_key = jax.random.split(key)
+    users, positives = data.users, data.items
+    negatives = sample_negatives(
+        neg_key, jnp.broadcast_to(users[:, None], (data.num_pairs, num_neg)), data
+    )
+    counts = jnp.zeros(data.num_items, jnp.float32).at[positives].add(1.0)
+    log_q = jnp.log(counts[positives] / data.num_pairs)
+    rows = {
+        "users": users,
+        "items": jnp.concatenate([positives[:, None], negatives], axis=1),
+        "log_q": log_q,
+    }
+    return shuffle_into_batches(perm_key, rows, batch_size=batch_size)

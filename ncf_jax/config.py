@@ -17,6 +17,8 @@ LEARNERS = ("adam", "adagrad", "rmsprop", "sgd", "adamw")
 TRAIN_NEGATIVES_EXCLUDE = ("train", "known")
 EVAL_PROTOCOLS = ("sampled", "full")
 EPOCH_SELECTIONS = ("test", "valid")
+LOSSES = ("bce", "softmax", "in_batch")
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 def default_data_dir() -> pathlib.Path:
@@ -95,6 +97,11 @@ class ModelConfig:
     mf_pretrain, mlp_pretrain: checkpoint folders of trained GMF and MLP (NeuMF only).
     alpha: weight of GMF in the pre-trained NeuMF output layer.
     dtype: activation dtype ("float32" or "bfloat16"); parameters stay float32.
+    embed_dim, tower_layers: two-tower embedding size and the widths of the MLP after it
+      (empty: the embedding is the tower's output).
+    cosine, temperature: two-tower score = <u, v> / temperature, u and v L2-normalised if cosine.
+    y_range: rating models squash their output to (low, high) with a scaled sigmoid; None: raw.
+    dropout: dropout rate after each dense layer of the rating MLP and the feature model.
     """
 
     model: str = "neumf"
@@ -106,6 +113,12 @@ class ModelConfig:
     mlp_pretrain: str | None = None
     alpha: float = 0.5
     dtype: str = "float32"
+    embed_dim: int = 16
+    tower_layers: tuple[int, ...] = ()
+    cosine: bool = False
+    temperature: float = 1.0
+    y_range: tuple[float, float] | None = (0.0, 5.5)
+    dropout: float = 0.0
 
     def __post_init__(self):
         _check(self.num_factors > 0, f"--num_factors must be > 0, got {self.num_factors}")
@@ -129,6 +142,17 @@ class ModelConfig:
             "--mf_pretrain/--mlp_pretrain apply to --model=neumf only",
         )
         _check(self.dtype in ("float32", "bfloat16"), "--dtype must be float32 or bfloat16")
+        _check(self.embed_dim > 0, f"--embed_dim must be > 0, got {self.embed_dim}")
+        _check(
+            all(w > 0 for w in self.tower_layers),
+            f"--tower_layers must be positive widths, got {self.tower_layers}",
+        )
+        _check(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
+        _check(
+            self.y_range is None or (len(self.y_range) == 2 and self.y_range[0] < self.y_range[1]),
+            f"--y_range must be 'low,high' with low < high (or 'none'), got {self.y_range}",
+        )
+        _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def pretrained(self) -> bool:
@@ -150,6 +174,19 @@ class TrainConfig:
       pre-training ("sgd", the paper's text, or "same", the authors' README command).
     lazy_embeddings: row-sparse Adam for embedding tables (only rows in the batch are updated);
       False is the paper-faithful dense update.
+    loss: "bce" (pointwise; the only loss of the NCF models), or for two-tower models "softmax"
+      (cross-entropy over the positive and its num_neg negatives) or "in_batch" (sampled softmax
+      over the batch's positives with log-Q correction; num_neg is unused).
+    weight_decay: optimiser weight decay on every parameter (rating and feature drivers): the
+      decoupled AdamW decay for learner "adamw", an L2 gradient term for the other learners.
+    lr_schedule: "constant", "cosine" (decay to 0 over the run) or "onecycle" (warm up to
+      learning_rate over 30% of the steps, then anneal); rating and feature drivers.
+    lr_warmup_steps: the learning rate rises linearly from 0 over this many steps (0: constant).
+    adam_b1, adam_b2, adam_eps: Adam's (and AdamW's) moment decays and epsilon; the defaults are
+      optax's, the MLPerf large-batch NCF uses b1=0.25, b2=0.5.
+    num_seeds: train this many replicas (seeds seed, seed+1, ...) at once with jax.vmap.
+    mesh_model: devices on the mesh's "model" axis (embedding tables split by rows over them);
+      the other devices split each batch ("data" axis). 1 = pure data parallelism.
     """
 
     epochs: int = 20
@@ -161,6 +198,15 @@ class TrainConfig:
     pretrain_learner: str = "sgd"
     lazy_embeddings: bool = False
     seed: int = 0
+    loss: str = "bce"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    num_seeds: int = 1
+    mesh_model: int = 1
 
     def __post_init__(self):
         _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
@@ -180,6 +226,26 @@ class TrainConfig:
             not (self.lazy_embeddings and self.learner != "adam"),
             "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
         )
+        _check(self.loss in LOSSES, f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
+        _check(self.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of {LR_SCHEDULES}")
+        _check(
+            not (self.lazy_embeddings and self.weight_decay),
+            "--weight_decay does not reach row-sparse tables: use --reg_mf without "
+            "--lazy_embeddings, or drop --lazy_embeddings",
+        )
+        _check(self.lr_warmup_steps >= 0, "--lr_warmup_steps must be >= 0")
+        _check(
+            0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1 and self.adam_eps > 0,
+            "--adam_b1 and --adam_b2 must be in [0, 1) and --adam_eps > 0",
+        )
+        default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
+        _check(
+            not (self.lazy_embeddings and not default_adam),
+            "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
+        )
+        _check(self.num_seeds >= 1, f"--num_seeds must be >= 1, got {self.num_seeds}")
+        _check(self.mesh_model >= 1, f"--mesh_model must be >= 1, got {self.mesh_model}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,3 +267,40 @@ class EvalConfig:
             f"--select_epoch must be one of {EPOCH_SELECTIONS}",
         )
         _check(self.chunk_size >= 1, "--eval_chunk_size must be >= 1")
+
+
+CLICK_SPLITS = ("last_day", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClickConfig:
+    """The click-through task with side features (`ncf_jax.ctr`, `ncf_jax.data.clicks`).
+
+    label_col, continuous_cols, categorical_cols: columns of a "csv:" click log (user, item,
+      timestamp and separator come from DataConfig's csv_* fields).
+    split: "last_day" (each user's rows on their latest day are test; users active on one day
+      only stay in train) or "random" (a seeded DataConfig.test_fraction of the rows).
+    rating_threshold: built-in MovieLens task: label = rating >= it.
+    categorical_dim: embedding width of each categorical feature.
+    threshold: probability cut of precision / recall / F1.
+    fpr_weight: the reported best threshold maximises TPR - fpr_weight * FPR.
+    baseline: also train the same model without features, reported under "baseline".
+    """
+
+    label_col: str = "label"
+    continuous_cols: tuple[str, ...] = ()
+    categorical_cols: tuple[str, ...] = ()
+    split: str = "last_day"
+    rating_threshold: float = 4.0
+    categorical_dim: int = 4
+    threshold: float = 0.5
+    fpr_weight: float = 1.0
+    baseline: bool = True
+
+    def __post_init__(self):
+        _check(self.split in CLICK_SPLITS, f"--click_split must be one of {CLICK_SPLITS}")
+        _check(self.categorical_dim >= 1, "--categorical_dim must be >= 1")
+        _check(0.0 <= self.threshold <= 1.0, f"--threshold must be in [0, 1], got {self.threshold}")
+        _check(self.fpr_weight >= 0, f"--fpr_weight must be >= 0, got {self.fpr_weight}")
+        both = set(self.continuous_cols) & set(self.categorical_cols)
+        _check(not both, f"columns {sorted(both)} are both continuous and categorical")

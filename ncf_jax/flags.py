@@ -6,6 +6,8 @@ A bad value raises `ValueError` from the config's validation before any work sta
 
 from __future__ import annotations
 
+import dataclasses
+
 from absl import flags
 
 from ncf_jax import config
@@ -192,6 +194,27 @@ def define_train_flags() -> None:
         "Row-sparse Adam for embedding tables (faster on CPU; dense is paper-faithful).",
     )
     _define_once(flags.DEFINE_integer, "seed", d.seed, "Seed of initialisation and training.")
+    _define_once(
+        flags.DEFINE_integer,
+        "lr_warmup_steps",
+        d.lr_warmup_steps,
+        "Linear learning-rate warm-up from 0 over this many steps (0: constant rate).",
+    )
+    _define_once(flags.DEFINE_float, "adam_b1", d.adam_b1, "Adam first-moment decay.")
+    _define_once(flags.DEFINE_float, "adam_b2", d.adam_b2, "Adam second-moment decay.")
+    _define_once(flags.DEFINE_float, "adam_eps", d.adam_eps, "Adam epsilon.")
+    _define_once(
+        flags.DEFINE_integer,
+        "num_seeds",
+        d.num_seeds,
+        "Train replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and std.",
+    )
+    _define_once(
+        flags.DEFINE_integer,
+        "mesh_model",
+        d.mesh_model,
+        "Devices that split embedding tables by rows; the rest split batches (data parallel).",
+    )
 
 
 def train_config_from_flags() -> config.TrainConfig:
@@ -205,6 +228,12 @@ def train_config_from_flags() -> config.TrainConfig:
         pretrain_learner=FLAGS.pretrain_learner,
         lazy_embeddings=FLAGS.lazy_embeddings,
         seed=FLAGS.seed,
+        lr_warmup_steps=FLAGS.lr_warmup_steps,
+        adam_b1=FLAGS.adam_b1,
+        adam_b2=FLAGS.adam_b2,
+        adam_eps=FLAGS.adam_eps,
+        num_seeds=FLAGS.num_seeds,
+        mesh_model=FLAGS.mesh_model,
     )
 
 
@@ -252,6 +281,190 @@ def define_run_flags(default_model: str) -> None:
     define_train_flags()
     define_eval_flags()
     _define_once(flags.DEFINE_string, "workdir", None, "Output folder (results, checkpoints).")
+
+
+# ---------------------------------------------------------------- two-tower, recommendation
+def define_two_tower_flags() -> None:
+    """Flags of `experiments.two_tower` beyond `define_run_flags`."""
+    d, t = config.ModelConfig(), config.TrainConfig()
+    _define_once(flags.DEFINE_integer, "embed_dim", d.embed_dim, "Two-tower embedding size.")
+    _define_once(
+        flags.DEFINE_string,
+        "tower_layers",
+        "",
+        "Widths of the MLP after each tower's embedding ('' = embedding only; last is linear).",
+    )
+    _define_once(flags.DEFINE_bool, "cosine", d.cosine, "L2-normalise both towers' vectors.")
+    _define_once(flags.DEFINE_float, "temperature", d.temperature, "Score = dot / temperature.")
+    _define_once(
+        flags.DEFINE_enum,
+        "loss",
+        t.loss,
+        list(config.LOSSES),
+        "bce: 1 positive + num_neg negatives, pointwise; softmax: cross-entropy over the same "
+        "candidates; in_batch: in-batch sampled softmax with log-Q correction.",
+    )
+
+
+def two_tower_model_config_from_flags() -> config.ModelConfig:
+    return dataclasses.replace(
+        model_config_from_flags(),
+        embed_dim=FLAGS.embed_dim,
+        tower_layers=parse_list(FLAGS.tower_layers, int, "tower_layers"),
+        cosine=FLAGS.cosine,
+        temperature=FLAGS.temperature,
+    )
+
+
+def two_tower_train_config_from_flags() -> config.TrainConfig:
+    return dataclasses.replace(train_config_from_flags(), loss=FLAGS.loss)
+
+
+def define_recommend_flags() -> None:
+    """Flags of `experiments.recommend`."""
+    _define_once(flags.DEFINE_string, "workdir", None, "WORKDIR of a finished training run.")
+    _define_once(flags.DEFINE_string, "users", None, "Comma-separated ORIGINAL user ids.")
+    _define_once(flags.DEFINE_integer, "k", 10, "Recommendations per user.")
+    _define_once(
+        flags.DEFINE_bool, "exclude_seen", True, "Leave out the items a user saw in training."
+    )
+    _define_once(
+        flags.DEFINE_string,
+        "data_dir_override",
+        None,
+        "Read the dataset from here instead of the data_dir saved with the run.",
+    )
+
+
+def _define_regularisation_flags() -> None:
+    m, t = config.ModelConfig(), config.TrainConfig()
+    _define_once(flags.DEFINE_float, "dropout", m.dropout, "Dropout after each dense layer.")
+    _define_once(
+        flags.DEFINE_float,
+        "weight_decay",
+        t.weight_decay,
+        "Weight decay on all parameters: decoupled for --learner=adamw, else an L2 gradient term.",
+    )
+    _define_once(
+        flags.DEFINE_enum,
+        "lr_schedule",
+        t.lr_schedule,
+        list(config.LR_SCHEDULES),
+        "Learning-rate schedule over the whole run (peak = --learning_rate).",
+    )
+
+
+def define_rating_flags(default_model: str = "biased_mf") -> None:
+    """Flags of `experiments.rating`: the run flags plus y_range, dropout and weight decay."""
+    define_run_flags(default_model)
+    _define_regularisation_flags()
+    _define_once(
+        flags.DEFINE_string,
+        "y_range",
+        ",".join(map(str, config.ModelConfig().y_range)),
+        "Predictions squashed to (low, high) by a scaled sigmoid; 'none' for a raw output. "
+        "Ratings outside it stop the run.",
+    )
+    _define_once(
+        flags.DEFINE_string,
+        "csv_date_col",
+        "",
+        "csv: a date column (ISO 8601, e.g. 2005-09-06) timing the ratings, instead of "
+        "--csv_timestamp_col (leave that empty).",
+    )
+
+
+def csv_date_col_from_flags() -> str | None:
+    return FLAGS.csv_date_col or None
+
+
+def _y_range(text: str):
+    if text.strip().lower() in ("", "none"):
+        return None
+    values = parse_list(text, float, "y_range")
+    if len(values) != 2:
+        raise ValueError(f"--y_range must be 'low,high' or 'none', got {text!r}")
+    return values
+
+
+def rating_configs_from_flags() -> tuple[config.ModelConfig, config.TrainConfig]:
+    """(model, train) configs of the rating script: the shared ones plus its own flags."""
+    model_config = dataclasses.replace(
+        model_config_from_flags(), y_range=_y_range(FLAGS.y_range), dropout=FLAGS.dropout
+    )
+    train_config = dataclasses.replace(
+        train_config_from_flags(), weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule
+    )
+    return model_config, train_config
+
+
+def define_feature_flags(default_model: str = "feature_ncf") -> None:
+    """Flags of `experiments.features` (click-through prediction with side features)."""
+    define_run_flags(default_model)
+    _define_regularisation_flags()
+    c = config.ClickConfig()
+    _define_once(flags.DEFINE_string, "click_label_col", c.label_col, "csv: 0/1 label column.")
+    _define_once(
+        flags.DEFINE_string,
+        "click_continuous_cols",
+        "",
+        "csv: continuous feature columns, comma-separated (min-max scaled on train).",
+    )
+    _define_once(
+        flags.DEFINE_string,
+        "click_categorical_cols",
+        "",
+        "csv: categorical feature columns, comma-separated (train vocabulary + OOV bucket).",
+    )
+    _define_once(
+        flags.DEFINE_enum,
+        "click_split",
+        c.split,
+        list(config.CLICK_SPLITS),
+        "last_day: each user's latest day (of --csv_timestamp_col) is test; random: a seeded "
+        "--test_fraction of rows.",
+    )
+    _define_once(
+        flags.DEFINE_float,
+        "click_rating_threshold",
+        c.rating_threshold,
+        "Built-in MovieLens task: label = rating >= this.",
+    )
+    _define_once(
+        flags.DEFINE_integer, "categorical_dim", c.categorical_dim, "Categorical embedding width."
+    )
+    _define_once(
+        flags.DEFINE_float, "threshold", c.threshold, "Probability cut of precision/recall/F1."
+    )
+    _define_once(
+        flags.DEFINE_float,
+        "fpr_weight",
+        c.fpr_weight,
+        "best_threshold maximises TPR - fpr_weight * FPR (1 = Youden's J).",
+    )
+    _define_once(
+        flags.DEFINE_bool, "baseline", c.baseline, "Also train the model without features."
+    )
+
+
+def feature_configs_from_flags():
+    """(model, train, click) configs of the feature script."""
+    model_config = dataclasses.replace(model_config_from_flags(), dropout=FLAGS.dropout)
+    train_config = dataclasses.replace(
+        train_config_from_flags(), weight_decay=FLAGS.weight_decay, lr_schedule=FLAGS.lr_schedule
+    )
+    click_config = config.ClickConfig(
+        label_col=FLAGS.click_label_col,
+        continuous_cols=parse_list(FLAGS.click_continuous_cols, str, "click_continuous_cols"),
+        categorical_cols=parse_list(FLAGS.click_categorical_cols, str, "click_categorical_cols"),
+        split=FLAGS.click_split,
+        rating_threshold=FLAGS.click_rating_threshold,
+        categorical_dim=FLAGS.categorical_dim,
+        threshold=FLAGS.threshold,
+        fpr_weight=FLAGS.fpr_weight,
+        baseline=FLAGS.baseline,
+    )
+    return model_config, train_config, click_config
 
 
 def workdir_from_flags() -> str:

@@ -52,3 +52,59 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
             if coef:
                 total += coef * jnp.sum(jnp.square(leaf["kernel"]))
     return total
+
+
+# ------------------------------------------------------------------ candidate (retrieval) losses
+def sampled_bce(logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """BCE over each row's candidates: column 0 is the positive, the rest sampled negatives.
+
+    Args:
+      logits: [batch, 1 + num_negatives] float scores.
+      weights: [batch] float32 row weights (0 for padding).
+
+    Returns:
+      The weighted mean over rows of the mean BCE over the row's 1 + num_negatives candidates
+      (equal to pointwise BCE over the flattened candidates, as the reference notebook trains).
+    """
+    labels = jnp.zeros(logits.shape, logits.dtype).at[:, 0].set(1.0)
+    per_row = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
+    return weighted_mean(per_row, weights)
+
+
+def sampled_softmax(logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of the positive (column 0) against its sampled negatives.
+
+    logits: [batch, 1 + num_negatives]; weights: [batch]. Returns the weighted mean of
+    logsumexp(row) - row[0].
+    """
+    per_row = jax.nn.logsumexp(logits, axis=-1) - logits[:, 0]
+    return weighted_mean(per_row, weights)
+
+
+def in_batch_softmax(
+    logits: jax.Array, items: jax.Array, log_q: jax.Array | None, weights: jax.Array
+) -> jax.Array:
+    """In-batch sampled softmax: row i's positive is item i, the other rows' positives are its
+    negatives; log-Q correction (Yi et al., RecSys 2019) subtracts each column's log sampling
+    probability, because popular items appear as in-batch negatives more often than uniform ones.
+
+    Args:
+      logits: [batch, batch] scores, logits[i, j] = score(user_i, item_j).
+      items: [batch] int32 positive item of each row; a column holding the row's own item
+        (the same positive twice in a batch) is masked out, except the diagonal.
+      log_q: [batch] log probability that item_j is drawn as a positive (its training share),
+        or None for no correction.
+      weights: [batch] row weights; a weight-0 (padding) row is neither a query nor a negative.
+
+    Returns:
+      Weighted mean over rows of logsumexp(corrected row) - corrected[i, i].
+    """
+    n = logits.shape[0]
+    if log_q is not None:
+        logits = logits - log_q[None, :]
+    same = (items[:, None] == items[None, :]) & ~jnp.eye(n, dtype=bool)
+    # The diagonal always stays, so a padding row's loss is finite (then weighted by 0).
+    keep = (~same & (weights[None, :] > 0)) | jnp.eye(n, dtype=bool)
+    logits = jnp.where(keep, logits, -jnp.inf)
+    per_row = jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits)
+    return weighted_mean(per_row, weights)

@@ -16,12 +16,46 @@ from flax import struct
 B1, B2, EPS = 0.9, 0.999, 1e-8  # optax.adam's defaults, shared by the lazy variant
 
 
-def make_optimizer(learner: str, learning_rate) -> optax.GradientTransformation:
-    """optax optimiser for the authors' learner names: adam, adagrad, rmsprop, sgd (+ adamw)."""
-    if learner == "adam":
-        return optax.adam(learning_rate, b1=B1, b2=B2, eps=EPS)
+def with_warmup(learning_rate, warmup_steps: int):
+    """`learning_rate` (a float or an optax schedule), ramped linearly from 0 over the first
+    `warmup_steps` steps (0: unchanged); the schedule then continues from step 0 of its own.
+
+    Large-batch Adam (MLPerf NCF, batch 2^20) starts with a burst of near-sign updates on the
+    randomly initialised towers; ramping the rate over the first steps keeps them small.
+    """
+    if warmup_steps <= 0:
+        return learning_rate
+    after = learning_rate if callable(learning_rate) else optax.constant_schedule(learning_rate)
+    peak = float(after(0))
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup_steps), after], [warmup_steps]
+    )
+
+
+def make_optimizer(
+    learner: str,
+    learning_rate,
+    *,
+    weight_decay: float | None = None,
+    b1: float = B1,
+    b2: float = B2,
+    eps: float = EPS,
+) -> optax.GradientTransformation:
+    """optax optimiser for the authors' learner names: adam, adagrad, rmsprop, sgd (+ adamw).
+
+    weight_decay: None keeps each optimiser's own default (optax.adamw's 1e-4, none for the
+    others). A number is AdamW's decoupled decay for "adamw"; for the other learners it adds
+    `weight_decay * param` to the gradient before the update (coupled L2).
+    b1, b2, eps: Adam's and AdamW's moment decays and epsilon (others ignore them).
+    """
     if learner == "adamw":
-        return optax.adamw(learning_rate, b1=B1, b2=B2, eps=EPS)
+        decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+        return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, **decay)
+    if weight_decay:
+        base = make_optimizer(learner, learning_rate, b1=b1, b2=b2, eps=eps)
+        return optax.chain(optax.add_decayed_weights(weight_decay), base)
+    if learner == "adam":
+        return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
     if learner == "adagrad":
         return optax.adagrad(learning_rate)
     if learner == "rmsprop":
@@ -29,6 +63,21 @@ def make_optimizer(learner: str, learning_rate) -> optax.GradientTransformation:
     if learner == "sgd":
         return optax.sgd(learning_rate)
     raise ValueError(f"unknown learner {learner!r}")
+
+
+def make_schedule(name: str, learning_rate: float, total_steps: int):
+    """A learning rate (float) or optax schedule of the step, by `TrainConfig.lr_schedule`.
+
+    "constant": learning_rate; "cosine": cosine decay from it to 0 over total_steps;
+    "onecycle": optax's one-cycle (30% warm-up to learning_rate, then cosine annealing).
+    """
+    if name == "constant":
+        return learning_rate
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+    if name == "onecycle":
+        return optax.cosine_onecycle_schedule(max(total_steps, 1), learning_rate)
+    raise ValueError(f"unknown lr_schedule {name!r}")
 
 
 @struct.dataclass
@@ -57,8 +106,9 @@ def lazy_adam_rows(
     Args:
       table: [num_rows, dim] parameters.
       moments: their Adam moments.
-      rows: [r] unique row ids; ids >= num_rows are padding and are dropped.
-      grads: [r, dim] gradients of those rows (summed over the batch's duplicates).
+      rows: [r] row ids; ids >= num_rows are padding and are dropped. An id may repeat if
+        its entries of `grads` repeat too (then every copy writes the same new values).
+      grads: [r, dim] gradients of those rows (each the row's full gradient, duplicates summed).
       count: int32 number of updates done before this one (global step).
       learning_rate: scalar or optax schedule of `count`.
     """

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ncf_jax import batching, checkpoint, evaluate, interactions, optim, reporting, train
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import batching, checkpoint, evaluate, interactions, optim, reporting, sharding, train
+from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data.types import InteractionData
 from ncf_jax.models import create_model, load_pretrained
 
@@ -42,9 +42,22 @@ def make_score_all_fn(apply_fn, num_items: int):
     return score_all_fn
 
 
-def make_evaluators(apply_fn, data: InteractionData, eval_config: EvalConfig) -> dict:
-    """{"test": evaluate, "valid": evaluate?} for the configured protocol."""
+def make_evaluators(
+    apply_fn,
+    data: InteractionData,
+    eval_config: EvalConfig,
+    *,
+    score_fn=None,
+    score_all_fn=None,
+) -> dict:
+    """{"test": evaluate, "valid": evaluate?} for the configured protocol.
+
+    score_fn / score_all_fn (see `evaluate`) default to pointwise scoring with `apply_fn`;
+    models with a faster route (two-tower: one matrix product) pass their own.
+    """
     c = eval_config
+    score_fn = score_fn or make_score_fn(apply_fn)
+    score_all_fn = score_all_fn or make_score_all_fn(apply_fn, data.num_items)
     splits = {"test": "test"} | ({"valid": "valid"} if data.has_validation else {})
     result = {}
     for name, prefix in splits.items():
@@ -57,7 +70,7 @@ def make_evaluators(apply_fn, data: InteractionData, eval_config: EvalConfig) ->
                     "or use --eval_protocol=full"
                 )
             result[name] = evaluate.make_sampled_evaluator(
-                make_score_fn(apply_fn),
+                score_fn,
                 users,
                 items,
                 negatives,
@@ -69,7 +82,7 @@ def make_evaluators(apply_fn, data: InteractionData, eval_config: EvalConfig) ->
         else:
             indptr, indices = data.train_csr()
             full = evaluate.make_full_evaluator(
-                make_score_all_fn(apply_fn, data.num_items),
+                score_all_fn,
                 users,
                 items,
                 indptr,
@@ -222,32 +235,48 @@ def train_and_evaluate(
     workdir: str | pathlib.Path,
     *,
     extra: dict | None = None,
+    data_config: DataConfig | None = None,
 ) -> dict:
     """Trains a pointwise NCF model with sampled negatives; writes WORKDIR/results.json.
 
-    `extra` is copied into results.json (e.g. the flags of the run).
+    `extra` is copied into results.json (e.g. the flags of the run). `data_config`, when
+    given, is saved as results["config"]["data"], so `ncf_jax.recommend` can reload the data.
     """
     if eval_config.select_epoch == "valid" and not data.has_validation:
         raise ValueError("--select_epoch=valid needs a validation split: add --validation")
+    if train_config.loss != "bce":
+        raise ValueError(f"--loss={train_config.loss} is for two-tower models; NCF trains with bce")
+
+    # Devices: a ("data", "model") mesh; tables get rows padded to split evenly over "model".
+    mesh = sharding.make_mesh(train_config.mesh_model)
+    rows = lambda n: sharding.padded_rows(n, mesh)
 
     # Model, optimiser, state.
-    model = create_model(model_config, data.num_users, data.num_items)
+    model = create_model(model_config, rows(data.num_users), rows(data.num_items))
+    apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     init_key, key = jax.random.split(jax.random.key(train_config.seed))
     learner = learner_for(model_config, train_config)
-    tx = optim.make_optimizer(learner, train_config.learning_rate)
+    learning_rate = optim.with_warmup(train_config.learning_rate, train_config.lr_warmup_steps)
+    c = train_config
+    tx = optim.make_optimizer(learner, learning_rate, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps)
     lazy = train_config.lazy_embeddings
-    state = train.create_train_state(init_params(model, model_config, init_key), tx, lazy=lazy)
+
+    def make_state(init_key):
+        return train.create_train_state(init_params(model, model_config, init_key), tx, lazy=lazy)
+
+    state = make_state(init_key)
 
     # Data on device, the epoch, the evaluators.
     device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
     make_batches = functools.partial(
         batching.epoch_batches, num_neg=train_config.num_neg, batch_size=train_config.batch_size
     )
-    loss_fn = train.make_loss_fn(model.apply, model_config)
+    make_batches = sharding.data_parallel_batches(make_batches, mesh)
+    loss_fn = train.make_loss_fn(apply_fn, model_config)
     train_epoch = train.make_train_epoch(
-        loss_fn, tx, make_batches, lazy=lazy, learning_rate=train_config.learning_rate
+        loss_fn, tx, make_batches, lazy=lazy, learning_rate=learning_rate
     )
-    evaluators = make_evaluators(model.apply, data, eval_config)
+    evaluators = make_evaluators(apply_fn, data, eval_config)
 
     hr = f"hr@{eval_config.top_k}"
     results = {
@@ -261,9 +290,33 @@ def train_and_evaluate(
             "model": dataclasses.asdict(model_config),
             "train": dataclasses.asdict(train_config),
             "eval": dataclasses.asdict(eval_config),
+            **({"data": dataclasses.asdict(data_config)} if data_config else {}),
         },
         **(extra or {}),
     }
+    select = hr if eval_config.select_epoch == "test" else f"valid_{hr}"
+    if train_config.num_seeds > 1:  # N replicas in one program (ncf_jax.seeds)
+        from ncf_jax import seeds
+
+        replicas = seeds.replica_seeds(train_config.seed, train_config.num_seeds)
+        states, keys = seeds.init_states(make_state, replicas)
+        return seeds.fit_seeds(
+            states,
+            train_epoch,
+            device_data,
+            evaluators,
+            keys=keys,
+            seeds=replicas,
+            epochs=train_config.epochs,
+            workdir=workdir,
+            results=results | {"seed": replicas},
+            summarise=lambda h: summarise(h, select, "max", data.has_validation),
+            epoch_entry=_epoch_entry,
+            mesh=mesh,
+        )
+    train_epoch, state, device_data = sharding.shard_train_epoch(
+        train_epoch, state, device_data, mesh, shard_tables=train_config.mesh_model > 1
+    )
     return fit(
         state,
         train_epoch,
@@ -273,6 +326,6 @@ def train_and_evaluate(
         epochs=train_config.epochs,
         workdir=workdir,
         results=results,
-        select=hr if eval_config.select_epoch == "test" else f"valid_{hr}",
+        select=select,
         has_validation=data.has_validation,
     )

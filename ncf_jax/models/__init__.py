@@ -10,12 +10,17 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from ncf_jax.models.features import FeatureNCF
 from ncf_jax.models.gmf import GMF
 from ncf_jax.models.mf import MF
 from ncf_jax.models.mlp import MLP
 from ncf_jax.models.neumf import NeuMF, load_pretrained
+from ncf_jax.models.rating import BiasedMF, RatingMLP
+from ncf_jax.models.two_tower import TwoTower
 
-MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF, "mf": MF}
+MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF, "mf": MF, "two_tower": TwoTower}
+# Explicit-rating and side-feature models (ncf_jax.explicit, ncf_jax.ctr).
+MODELS |= {"biased_mf": BiasedMF, "rating_mlp": RatingMLP, "feature_ncf": FeatureNCF}
 
 
 def create_model(model_config, num_users: int, num_items: int):
@@ -32,4 +37,16 @@ def create_model(model_config, num_users: int, num_items: int):
     return cls(num_users=num_users, num_items=num_items, **kwargs)
 
 
-__all__ = ["GMF", "MF", "MLP", "MODELS", "NeuMF", "create_model", "load_pretrained"]
+__all__ = [
+    "GMF",
+    "MF",
+    "MLP",
+    "MODELS",
+    "BiasedMF",
+    "FeatureNCF",
+    "NeuMF",
+    "RatingMLP",
+    "TwoTower",
+    "create_model",
+    "load_pretrained",
+]

@@ -1,0 +1,178 @@
+"""Stage: recommendation. Top-K items for users of a trained run, seen items excluded.
+
+`load_run(workdir)` rebuilds any registered model from the config saved with its best
+checkpoint and reloads the dataset it was trained on; `recommend(run, user_ids, k)` answers in
+ORIGINAL user and item ids (as in the source files), with titles where the dataset has them.
+`top_k` is the device part: it works on model ids and any `score_all_fn`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ncf_jax import checkpoint
+from ncf_jax.config import DataConfig, ModelConfig
+from ncf_jax.data import dataset, side_info
+from ncf_jax.data.readers import DataError
+from ncf_jax.data.types import InteractionData
+from ncf_jax.models import create_model
+from ncf_jax.retrieval import score_fns
+
+
+def top_k(
+    score_all_fn,
+    params,
+    users,
+    k: int,
+    *,
+    num_items: int,
+    exclude_indptr=None,
+    exclude_indices=None,
+    chunk_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best items of each user, excluding a CSR of items per user.
+
+    Args:
+      score_all_fn: `score_all_fn(params, users [c]) -> [c, num_items]`.
+      users: [n] int model user ids.
+      exclude_indptr, exclude_indices: CSR (over all users) of items never to recommend, e.g.
+        `data.train_csr()`; None excludes nothing.
+      chunk_size: users scored per device call; memory is [chunk_size, num_items].
+
+    Returns:
+      (items [n, k] int32, scores [n, k] float32), best first; ties go to the lower item id.
+      Where fewer than k items remain, the empty slots hold item -1 and score -inf.
+    """
+    users = np.asarray(users, np.int32).reshape(-1)
+    if not 1 <= k <= num_items:
+        raise ValueError(f"k must be in [1, num_items={num_items}], got {k}")
+    chunk = max(1, min(chunk_size, len(users)))
+
+    @jax.jit
+    def run(params, users, excluded):
+        scores = jnp.where(excluded, -jnp.inf, score_all_fn(params, users).astype(jnp.float32))
+        values, items = jax.lax.top_k(scores, k)
+        return jnp.where(values == -jnp.inf, -1, items), values
+
+    out_items, out_scores = [], []
+    for start in range(0, len(users), chunk):
+        part = users[start : start + chunk]
+        padded = np.pad(part, (0, chunk - len(part)))  # one shape: one compilation
+        excluded = np.zeros((chunk, num_items), bool)
+        if exclude_indptr is not None:
+            for row, user in enumerate(part):
+                excluded[row, exclude_indices[exclude_indptr[user] : exclude_indptr[user + 1]]] = 1
+        items, scores = jax.device_get(run(params, padded, excluded))
+        out_items.append(items[: len(part)])
+        out_scores.append(scores[: len(part)])
+    return np.concatenate(out_items), np.concatenate(out_scores)
+
+
+class Run(NamedTuple):
+    """A trained run, ready to score: the model, its best parameters, the data it saw."""
+
+    model: Any
+    params: Any
+    data: InteractionData
+    data_config: DataConfig
+    results: dict
+
+
+def _config(cls, saved: dict):
+    """A frozen config from its saved dict (JSON lists back to tuples; unknown keys dropped)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    return cls(**values)
+
+
+def _data_config(results: dict, data_dir: str | None) -> DataConfig:
+    saved = results.get("config", {}).get("data")
+    if saved is None:  # runs from before the data config was saved: rebuild it from the flags
+        flags = results.get("flags", {})
+        saved = {k: flags[k] for k in ("dataset", "data_dir", "split") if k in flags}
+        names = [f.name for f in dataclasses.fields(DataConfig)]
+        saved |= {k: v for k, v in flags.items() if k in names}
+        saved["seed"] = flags.get("data_seed", 0)
+        if not saved.get("dataset"):
+            raise ValueError("the run saved neither its data config nor its flags")
+    if data_dir is not None:
+        saved = saved | {"data_dir": data_dir}
+    return _config(DataConfig, saved)
+
+
+def load_run(workdir, *, data_dir: str | None = None) -> Run:
+    """The best checkpoint of WORKDIR with its model rebuilt and its dataset reloaded.
+
+    data_dir: read the dataset from here instead of the folder saved with the run.
+    """
+    params, meta = checkpoint.restore_params(workdir)
+    results = meta["results"]
+    model_config = _config(ModelConfig, results["config"]["model"])
+    data_config = _data_config(results, data_dir)
+    data = dataset.load_dataset(data_config)
+    model = create_model(model_config, data.num_users, data.num_items)
+    return Run(model, params, data, data_config, results)
+
+
+def titles(data_config: DataConfig, original_item_ids) -> np.ndarray | None:
+    """Titles of ORIGINAL item ids from the dataset's item file, or None where it has none."""
+    if data_config.dataset.startswith(("ncf:", "csv:")):
+        return None
+    try:
+        # The item file alone: `dataset.item_titles` also reads the user file, which may be absent.
+        path = dataset.source_files(data_config).get("items")
+        if path is None or not pathlib.Path(path).is_file():
+            return None
+        return side_info.titles_of(side_info.read_side_table(path), original_item_ids)
+    except (DataError, KeyError, ValueError):
+        return None
+
+
+def user_codes(data: InteractionData, original_user_ids) -> np.ndarray:
+    """Model ids of ORIGINAL user ids (strings are parsed like the source ids)."""
+    ids = np.asarray(original_user_ids).astype(data.user_ids.dtype)
+    codes = np.searchsorted(data.user_ids, ids)  # user_ids are sorted (see data.splits)
+    codes = np.minimum(codes, len(data.user_ids) - 1)
+    unknown = data.user_ids[codes] != ids
+    if unknown.any():
+        raise KeyError(f"users not in {data.name}: {ids[unknown][:10].tolist()}")
+    return codes.astype(np.int32)
+
+
+def recommend(run: Run, original_user_ids, k: int = 10, *, exclude_seen: bool = True) -> list:
+    """Top-k for each ORIGINAL user id: a list of {"user", "items", "scores", "titles"} dicts
+    (original item ids; titles None where the dataset has none). exclude_seen drops the user's
+    training items."""
+    data = run.data
+    codes = user_codes(data, original_user_ids)
+    _, score_all_fn = score_fns(run.model, data.num_items)
+    exclude = data.train_csr() if exclude_seen else (None, None)
+    items, scores = top_k(
+        score_all_fn,
+        run.params,
+        codes,
+        k,
+        num_items=data.num_items,
+        exclude_indptr=exclude[0],
+        exclude_indices=exclude[1],
+    )
+    out = []
+    for user, row, row_scores in zip(np.asarray(original_user_ids), items, scores, strict=True):
+        kept = row >= 0
+        originals = data.item_ids[row[kept]]
+        names = titles(run.data_config, originals)
+        out.append(
+            {
+                "user": user.item() if hasattr(user, "item") else user,
+                "items": originals.tolist(),
+                "scores": row_scores[kept].tolist(),
+                "titles": None if names is None else names.tolist(),
+            }
+        )
+    return out
