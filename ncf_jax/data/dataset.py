@@ -245,7 +245,10 @@ def load_side_info(cfg: DataConfig, *, opener=urllib.request.urlopen) -> SideInf
         raise ValueError(f"{cfg.dataset}: side information exists only for MovieLens datasets")
     paths = source_files(cfg, opener=opener)
     tables = {
-        role: side_info.read_side_table(paths[role]) if role in paths else None
+        # Side files are optional: a release (or a by-hand copy) may lack either one.
+        role: side_info.read_side_table(paths[role])
+        if role in paths and pathlib.Path(paths[role]).is_file()
+        else None
         for role in ("users", "items")
     }
     return SideInfo(**tables)
