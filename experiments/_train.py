@@ -7,7 +7,7 @@ import json
 from absl import logging
 
 from ncf_jax import flags as ncf_flags
-from ncf_jax import reporting
+from ncf_jax import reporting, sharding
 from ncf_jax.data import load_dataset
 from ncf_jax.runner import train_and_evaluate
 
@@ -15,6 +15,7 @@ from ncf_jax.runner import train_and_evaluate
 def main(argv) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {argv[1:]}")
+    sharding.maybe_initialize_distributed()  # multi-host jobs: before any device is touched
     # Every config is built (and validated) before any data is read.
     data_config = ncf_flags.data_config_from_flags()
     model_config = ncf_flags.model_config_from_flags()

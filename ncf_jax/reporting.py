@@ -94,7 +94,8 @@ def plot_history(workdir, history: list[dict], title: str = "") -> pathlib.Path 
     for name in names:
         axes[1].plot(epochs, [h[name] for h in history], marker="o", ms=3, label=name)
     axes[1].set(xlabel="epoch", title="evaluation")
-    axes[1].legend(fontsize=8)
+    if names:  # rating runs have no @K metric: an empty legend only warns
+        axes[1].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
