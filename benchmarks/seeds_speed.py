@@ -1,0 +1,74 @@
+"""Benchmark: N seeds in one vmapped run (`--num_seeds=N`) against one seed, same everything else.
+
+Runs `runner.train_and_evaluate` twice (1 seed, then N) and reports the wall time of each run
+(compilation and evaluation included, as a user sees it), the summed per-epoch training time,
+and their ratios. Prints one JSON line per run, then a markdown table.
+
+  python -m benchmarks.seeds_speed --dataset=ncf:ml-100k --data_dir=/work/shared/data/ncf
+  python -m benchmarks.seeds_speed --dataset=ncf:ml-100k --data_dir=... --num_seeds=5 --epochs=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+
+from benchmarks.eval_speed import git_revision
+from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.data import load_dataset
+from ncf_jax.runner import train_and_evaluate
+
+
+def run(data, args, num_seeds: int) -> dict:
+    model = ModelConfig(model=args.model, num_factors=8, layers=(64, 32, 16, 8))
+    train = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, num_seeds=num_seeds, learning_rate=0.001
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        results = train_and_evaluate(data, model, train, EvalConfig(top_k=10), workdir)
+        wall = time.perf_counter() - start
+    epochs = results["history"]
+    return {
+        "num_seeds": num_seeds,
+        "wall_s": round(wall, 2),
+        "train_s": round(sum(h["train_seconds"] for h in epochs), 2),
+        "train_s_after_first": round(sum(h["train_seconds"] for h in epochs[1:]), 2),
+        "hr@10": results["best"]["hr@10"],
+        "hr@10_std": results.get("best_std", {}).get("hr@10", 0.0),
+        "load_avg": os.getloadavg()[0],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="ncf:ml-100k")
+    parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--model", default="neumf")
+    parser.add_argument("--num_seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=256)
+    args = parser.parse_args()
+    data = load_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
+    context = {"device": jax.devices()[0].device_kind, "jax": jax.__version__}
+    context["git"] = git_revision()
+    rows = [run(data, args, 1), run(data, args, args.num_seeds)]
+    for row in rows:
+        print(json.dumps({**context, "dataset": data.name, "model": args.model, **row}))
+    ratio = {k: rows[1][k] / rows[0][k] for k in ("wall_s", "train_s", "train_s_after_first")}
+    print(f"\n{context}\n\n| seeds | wall s | train s | train s (epochs 2+) | HR@10 | load |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        hr = f"{r['hr@10']:.4f} ± {r['hr@10_std']:.4f}"
+        cells = (r["num_seeds"], r["wall_s"], r["train_s"], r["train_s_after_first"], hr)
+        print("| " + " | ".join(map(str, cells)) + f" | {r['load_avg']:.2f} |")
+    print("| ratio | " + " | ".join(f"{v:.2f}x" for v in ratio.values()) + " | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Stage: train step and evaluation, spread over devices. A mesh and its shardings; a no-op on one
+device.
+
+The mesh has two axes: `data` splits every batch (the `[steps, batch, ...]` epoch arrays along
+dim 1, the ids given to the model along dim 0) and `model` splits embedding tables by rows. Dense
+parameters, optimiser state and the on-device interactions are replicated. Nothing here writes a
+collective: the epoch is jitted with these input and output shardings and XLA's partitioner
+inserts the gradient all-reduce (and, for row-sharded tables, the gather's masked lookups and
+their reduction) itself, so the single-device program and the sharded one are the same code.
+
+Multi-host: `maybe_initialize_distributed()` joins the processes of a cluster job before any
+device is touched; every process then holds the same (replicated) training data and builds the
+same global mesh over `jax.devices()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA, MODEL = "data", "model"
+
+
+def _cluster_env() -> str | None:
+    """Which multi-process launcher, if any, started this process."""
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        return "jax"
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return "slurm"
+    if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        return "openmpi"
+    return None
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls `jax.distributed.initialize()` when this is one process of a multi-process job.
+
+    Detected: `JAX_COORDINATOR_ADDRESS` (with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, our names
+    for the two values JAX cannot guess outside a cluster), a Slurm step with more than one task,
+    or an Open MPI job of more than one rank (JAX reads their own variables). Call it first,
+    before anything touches a device. Returns True when the process joined a cluster.
+    """
+    if jax.distributed.is_initialized():
+        return True
+    kind = _cluster_env()
+    if kind is None:
+        return False
+    kwargs = {}
+    if kind == "jax" and os.environ.get("JAX_NUM_PROCESSES"):
+        kwargs = {
+            "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
+            "process_id": int(os.environ["JAX_PROCESS_ID"]),
+        }
+    jax.distributed.initialize(**kwargs)
+    logging.info(
+        "joined a %s cluster: process %d of %d, %d local / %d global devices",
+        kind,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return True
+
+
+def make_mesh(num_model: int = 1, devices=None) -> Mesh:
+    """A ("data", "model") mesh over `devices` (default: all of them), `num_model` wide on "model".
+
+    Axes are `Auto`: shardings are hints to the partitioner, so the model code stays unaware of
+    them (explicit-mode axes would require annotating every gather).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if num_model < 1 or len(devices) % num_model:
+        raise ValueError(
+            f"--mesh_model={num_model} must divide the number of devices ({len(devices)})"
+        )
+    shape = (len(devices) // num_model, num_model)
+    return jax.make_mesh(shape, (DATA, MODEL), (AxisType.Auto, AxisType.Auto), devices=devices)
+
+
+def is_trivial(mesh: Mesh | None) -> bool:
+    """True when there is nothing to shard (no mesh, or a one-device mesh)."""
+    return mesh is None or mesh.size == 1
+
+
+def padded_rows(num_rows: int, mesh: Mesh | None) -> int:
+    """`num_rows` rounded up to a multiple of the "model" axis, so a table splits evenly.
+
+    The extra rows are never looked up (ids stay < num_rows); they only make the table's shape
+    divisible, which `NamedSharding` requires.
+    """
+    parts = 1 if mesh is None else mesh.shape[MODEL]
+    return -(-num_rows // parts) * parts
+
+
+def _is_table_path(path) -> bool:
+    """True under a table's "embedding" key: params and optax moments end in it, and row-sparse
+    moments are keyed "params/<table>/embedding"."""
+    return any(str(getattr(k, "key", "")).endswith("embedding") for k in path)
+
+
+def state_shardings(tree, mesh: Mesh, *, shard_tables: bool = False):
+    """NamedShardings for a TrainState (or params) pytree: replicated, except, with
+    `shard_tables`, the 2-D leaves under an "embedding" key (tables and their Adam moments),
+    split by rows over "model"."""
+
+    def spec(path, leaf):
+        rows = shard_tables and np.ndim(leaf) == 2 and _is_table_path(path)
+        return NamedSharding(mesh, P(MODEL, None) if rows else P())
+
+    return jax.tree_util.tree_map_with_path(spec, tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def place(tree, shardings):
+    """Puts every leaf of `tree` on its sharding (works across hosts: each process supplies the
+    slices its devices hold from its own full copy)."""
+
+    def put(x, sharding):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree, shardings)
+
+
+def _constrain_rows(x, mesh: Mesh, dim: int):
+    spec = P(*([None] * dim), DATA, *([None] * (x.ndim - dim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def data_parallel_batches(make_batches, mesh: Mesh | None):
+    """`make_batches(key, data)` whose `[steps, batch, ...]` arrays are split over "data" on the
+    batch dimension, so each step's rows are spread over the data-parallel devices."""
+    if is_trivial(mesh):
+        return make_batches
+
+    def sharded(key, data):
+        return jax.tree.map(lambda x: _constrain_rows(x, mesh, 1), make_batches(key, data))
+
+    return sharded
+
+
+def data_parallel_apply(apply_fn, mesh: Mesh | None):
+    """`apply_fn(params, users, items)` with the ids split over "data" on their first dimension:
+    evaluation chunks (`[chunk, candidates]`) are then scored data-parallel too."""
+    if is_trivial(mesh):
+        return apply_fn
+
+    def apply(params, users, items):
+        return apply_fn(params, _constrain_rows(users, mesh, 0), _constrain_rows(items, mesh, 0))
+
+    return apply
+
+
+def shard_train_epoch(train_epoch, state, data, mesh: Mesh | None, *, shard_tables: bool = False):
+    """(epoch, state, data) placed on `mesh`: `epoch(state, data, key) -> (state, loss)` is jitted
+    with the state's shardings in and out (state donated), data and key replicated.
+
+    `train_epoch` is `train.make_train_epoch(...)` built with `data_parallel_batches`. On a
+    trivial mesh everything is returned unchanged.
+    """
+    if is_trivial(mesh):
+        return train_epoch, state, data
+    state_sh = state_shardings(state, mesh, shard_tables=shard_tables)
+    data_sh = jax.tree.map(lambda _: replicated(mesh), data)
+    epoch = jax.jit(
+        train_epoch,
+        in_shardings=(state_sh, data_sh, replicated(mesh)),
+        out_shardings=(state_sh, replicated(mesh)),
+        donate_argnums=0,
+    )
+    return epoch, place(state, state_sh), place(data, data_sh)

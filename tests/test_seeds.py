@@ -1,0 +1,60 @@
+"""Many seeds in one run: replica k is the single run with seed k; results hold mean and std."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.data import synthetic
+from ncf_jax.runner import train_and_evaluate
+
+DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=30)
+
+
+def _run(workdir, *, seed=0, num_seeds=1, epochs=2):
+    return train_and_evaluate(
+        DATA,
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4)),
+        TrainConfig(
+            epochs=epochs, batch_size=64, learning_rate=0.01, seed=seed, num_seeds=num_seeds
+        ),
+        EvalConfig(top_k=5),
+        workdir,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    many = _run(root / "many", seed=3, num_seeds=2)
+    singles = [_run(root / f"seed{s}", seed=s) for s in (3, 4)]
+    return root, many, singles
+
+
+def test_replica_k_equals_the_single_run_with_seed_k(runs):
+    _, many, singles = runs
+    assert [r["seed"] for r in many["seeds"]] == [3, 4]
+    for replica, single in zip(many["seeds"], singles, strict=True):
+        assert replica["best_epoch"] == single["best_epoch"]
+        for got, want in zip(replica["history"], single["history"], strict=True):
+            for name in ("loss", "hr@5", "ndcg@5"):
+                assert got[name] == pytest.approx(want[name], abs=1e-5), (got["epoch"], name)
+
+
+def test_results_hold_means_stds_and_per_seed_entries(runs):
+    root, many, singles = runs
+    saved = json.loads((root / "many" / "results.json").read_text())
+    assert saved["best_epoch"] == many["best_epoch"] and len(saved["seeds"]) == 2
+    hr = [s["best"]["hr@5"] for s in singles]
+    assert saved["best"]["hr@5"] == pytest.approx(np.mean(hr), abs=1e-5)
+    assert saved["best_std"]["hr@5"] == pytest.approx(np.std(hr, ddof=1), abs=1e-5)
+    mean_loss = np.mean([s["history"][-1]["loss"] for s in singles])
+    assert saved["history"][-1]["loss"] == pytest.approx(mean_loss, abs=1e-5)
+
+
+def test_multi_seed_run_resumes(runs):
+    root, many, _ = runs
+    again = _run(root / "many", seed=3, num_seeds=2, epochs=3)  # resumes after epoch 2
+    assert [h["epoch"] for h in again["history"]] == [1, 2, 3]
+    assert again["history"][1] == many["history"][1]
