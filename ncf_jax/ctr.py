@@ -15,7 +15,6 @@ is part of every checkpoint's metadata; a resumed run checks that the data still
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 
@@ -246,25 +245,19 @@ def train_and_evaluate(
         apply_fn, data, click_config, eval_config, use_features
     )
 
-    results = {
-        "model": "feature_ncf" if use_features else "feature_ncf (no features)",
-        "dataset": data.name,
-        "task": "clicks",
-        "features": use_features,
-        "hr_protocol": protocol,
-        "select_epoch": "test",
-        "learner": train_config.learner,
-        "seed": train_config.seed,
-        "data": data.describe(),
-        "feature_stats": data.stats.to_json(),
-        "config": {
-            "model": dataclasses.asdict(model_config),
-            "train": dataclasses.asdict(train_config),
-            "eval": dataclasses.asdict(eval_config),
-            "clicks": dataclasses.asdict(click_config),
-        },
-        **(extra or {}),
-    }
+    configs = {"model": model_config, "train": train_config, "eval": eval_config}
+    results = runner.describe_run(
+        data.name,
+        configs | {"clicks": click_config},
+        extra=extra,
+        model="feature_ncf" if use_features else "feature_ncf (no features)",
+        task="clicks",
+        features=use_features,
+        hr_protocol=protocol,
+        select_epoch="test",
+        data=data.describe(),
+        feature_stats=data.stats.to_json(),
+    )
     return runner.fit(
         state,
         train_epoch,

@@ -9,7 +9,6 @@ same masks as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 
@@ -171,20 +170,8 @@ def train_and_evaluate(
     )
     evaluators = make_evaluators(model.apply, data, eval_config)
 
-    results = {
-        "model": model_config.model,
-        "dataset": data.name,
-        "task": "rating",
-        "select_epoch": eval_config.select_epoch,
-        "learner": train_config.learner,
-        "seed": train_config.seed,
-        "config": {
-            "model": dataclasses.asdict(model_config),
-            "train": dataclasses.asdict(train_config),
-            "eval": dataclasses.asdict(eval_config),
-        },
-        **(extra or {}),
-    }
+    configs = {"model": model_config, "train": train_config, "eval": eval_config}
+    results = runner.describe_run(data.name, configs, extra=extra, task="rating")
     return runner.fit(
         state,
         train_epoch,

@@ -8,7 +8,6 @@ softmax), evaluators, then the shared `runner.fit` loop (resume, checkpoints, re
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pathlib
 
@@ -140,23 +139,15 @@ def train_and_evaluate_two_tower(
     logging.info("popularity baseline: %s", reporting.format_metrics(baseline))
 
     hr = f"hr@{eval_config.top_k}"
-    results = {
-        "model": model_config.model,
-        "dataset": data.name,
-        "eval_protocol": eval_config.protocol,
-        "select_epoch": eval_config.select_epoch,
-        "loss": train_config.loss,
-        "learner": train_config.learner,
-        "seed": train_config.seed,
-        "baseline": {"popularity": baseline},
-        "config": {
-            "model": dataclasses.asdict(model_config),
-            "train": dataclasses.asdict(train_config),
-            "eval": dataclasses.asdict(eval_config),
-            **({"data": dataclasses.asdict(data_config)} if data_config else {}),
-        },
-        **(extra or {}),
-    }
+    configs = {"model": model_config, "train": train_config, "eval": eval_config}
+    results = runner.describe_run(
+        data.name,
+        configs | {"data": data_config},
+        extra=extra,
+        eval_protocol=eval_config.protocol,
+        loss=train_config.loss,
+        baseline={"popularity": baseline},
+    )
     return runner.fit(
         state,
         train_epoch,

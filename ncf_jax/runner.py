@@ -227,6 +227,24 @@ def fit(
     return results
 
 
+def describe_run(dataset: str, configs: dict, *, extra: dict | None = None, **fields) -> dict:
+    """The head of every results.json: what ran, on what, with which seed and learner, then
+    each config as a dict (None entries skipped) and `extra` (e.g. the run's flags).
+
+    `fields` (e.g. eval_protocol=, loss=, task=) override or add top-level entries.
+    """
+    model, train_config = configs["model"], configs["train"]
+    head = {
+        "model": model.model,
+        "dataset": dataset,
+        "select_epoch": configs["eval"].select_epoch if configs.get("eval") else "test",
+        "learner": train_config.learner,
+        "seed": train_config.seed,
+    }
+    asdicts = {name: dataclasses.asdict(c) for name, c in configs.items() if c is not None}
+    return head | fields | {"config": asdicts} | (extra or {})
+
+
 def train_and_evaluate(
     data: InteractionData,
     model_config: ModelConfig,
@@ -279,21 +297,14 @@ def train_and_evaluate(
     evaluators = make_evaluators(apply_fn, data, eval_config)
 
     hr = f"hr@{eval_config.top_k}"
-    results = {
-        "model": model_config.model,
-        "dataset": data.name,
-        "eval_protocol": eval_config.protocol,
-        "select_epoch": eval_config.select_epoch,
-        "learner": learner,
-        "seed": train_config.seed,
-        "config": {
-            "model": dataclasses.asdict(model_config),
-            "train": dataclasses.asdict(train_config),
-            "eval": dataclasses.asdict(eval_config),
-            **({"data": dataclasses.asdict(data_config)} if data_config else {}),
-        },
-        **(extra or {}),
-    }
+    configs = {"model": model_config, "train": train_config, "eval": eval_config}
+    results = describe_run(
+        data.name,
+        configs | {"data": data_config},
+        extra=extra,
+        eval_protocol=eval_config.protocol,
+        learner=learner,
+    )
     select = hr if eval_config.select_epoch == "test" else f"valid_{hr}"
     if train_config.num_seeds > 1:  # N replicas in one program (ncf_jax.seeds)
         from ncf_jax import seeds
