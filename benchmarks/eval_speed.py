@@ -12,30 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import git_revision, median_seconds
 from ncf_jax import evaluate, retrieval
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.models import TwoTower
 
 ML_100K, ML_1M = (943, 1682, 100_000), (6040, 3706, 1_000_209)  # users, items, interactions
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
 
 
 def mlp_params(key, num_users, num_items, dim=32, hidden=(64, 32, 16, 8)):
@@ -66,18 +53,6 @@ def mlp_score(params, users, items):
 def dot_score_all(params, users):
     """[c] users -> [c, num_items] dot products."""
     return params["users"][users] @ params["items"].T
-
-
-def median_seconds(fn, reps: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())  # compile
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), compile_s
 
 
 def bench_sampled(shape, args, rng):

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import pathlib
-import statistics
-import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.common import environment, median_seconds
 from ncf_jax import batching, interactions, optim, runner, train
 from ncf_jax.config import DataConfig, EvalConfig, ModelConfig
 from ncf_jax.data import load_dataset, synthetic
@@ -36,28 +33,6 @@ CASES = {  # name -> ModelConfig
     "mlp-32": ModelConfig(model="mlp", layers=(256, 128, 64, 32)),
 }
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ncf"
-
-
-def environment() -> dict:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return {
-        "device": str(jax.devices()[0].device_kind),
-        "platform": jax.default_backend(),
-        "jax": jax.__version__,
-        "git": rev.stdout.strip() or "unknown",
-        "load_average": round(os.getloadavg()[0], 2),
-    }
-
-
-def timed(fn, reps: int) -> float:
-    """Median seconds of `fn()` after one untimed call (compilation)."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(data, name: str, lazy: bool, *, batch_size: int, num_neg: int, reps: int) -> dict:
@@ -76,9 +51,9 @@ def bench(data, name: str, lazy: bool, *, batch_size: int, num_neg: int, reps: i
         state[0], loss = epoch(state[0], device_data, jax.random.key(1))
         return loss
 
-    seconds = timed(run_epoch, reps)
+    seconds, _ = median_seconds(run_epoch, reps)
     evaluate = runner.make_evaluators(model.apply, data, EvalConfig())["test"]
-    eval_seconds = timed(lambda: evaluate(state[0].params, None), reps)
+    eval_seconds, _ = median_seconds(lambda: evaluate(state[0].params, None), reps)
     samples = len(data.train_users) * (1 + num_neg)
     return {
         "data": data.name,

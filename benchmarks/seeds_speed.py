@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from benchmarks.eval_speed import git_revision
+from benchmarks.common import git_revision
 from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data import load_dataset
 from ncf_jax.runner import train_and_evaluate

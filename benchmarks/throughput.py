@@ -30,15 +30,13 @@ import json
 import math
 import os
 import pathlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from benchmarks.eval_speed import git_revision
+from benchmarks.common import git_revision, median_seconds
 from ncf_jax import batching, evaluate, interactions, optim, reporting, runner, train
 from ncf_jax.config import ModelConfig
 from ncf_jax.data import synthetic
@@ -55,24 +53,12 @@ SIZES = {
 SAMPLE_BYTES = 4 * 4 * 3  # users, items, labels, weights: written, permuted (read + write)
 
 
-def _median_seconds(fn, reps: int) -> tuple[float, float]:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), compile_s
-
-
 def measure_peaks(reps: int, dtype) -> dict:
     """Measured matmul FLOP/s (an n x n product in `dtype`) and in-place update bandwidth."""
     n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     matmul = jax.jit(lambda a: a @ a)
-    seconds, _ = _median_seconds(lambda: matmul(a), reps)
+    seconds, _ = median_seconds(lambda: matmul(a), reps)
     holder = [jnp.ones(256 * 2**20 // 4, jnp.float32)]  # 256 MiB, well past the caches
     update = jax.jit(lambda x: x * 1.0001 + 1.0, donate_argnums=0)
 
@@ -80,7 +66,7 @@ def measure_peaks(reps: int, dtype) -> dict:
         holder[0] = update(holder[0])
         return holder[0]
 
-    update_s, _ = _median_seconds(run, reps)
+    update_s, _ = median_seconds(run, reps)
     return {"peak_flops": 2 * n**3 / seconds, "peak_bytes_s": 2 * holder[0].nbytes / update_s}
 
 
@@ -159,7 +145,7 @@ def bench_train(name, data, batch_size, args, peaks) -> dict:
         holder[0], loss = epoch(holder[0], device_data, key)
         return loss
 
-    seconds, compile_s = _median_seconds(run, args.reps)
+    seconds, compile_s = median_seconds(run, args.reps)
     samples = positives * (1 + args.num_neg)
     rate = samples / seconds
     act_bytes = jnp.dtype(args.dtype).itemsize
@@ -202,7 +188,7 @@ def bench_eval(name, data, protocol, args, peaks) -> dict:
             chunk_size=min(args.full_chunk, n),
         )
         candidates = data.num_items
-    seconds, compile_s = _median_seconds(lambda: fn(params), args.reps)
+    seconds, compile_s = median_seconds(lambda: fn(params), args.reps)
     roof = roofline_eval(params, candidates=candidates, act_bytes=jnp.dtype(args.dtype).itemsize)
     return {
         "task": f"eval-{protocol}",
