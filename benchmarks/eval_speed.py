@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import git_revision, median_seconds
+from benchmarks.common import environment, median_seconds
 from ncf_jax import evaluate, retrieval
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.models import TwoTower
@@ -73,43 +73,29 @@ def bench_sampled(shape, args, rng):
     }
 
 
-def bench_full(shape, args, rng):
-    num_users, num_items, num_interactions = shape
-    train_users = rng.integers(0, num_users, num_interactions)
-    train_items = rng.integers(0, num_items, num_interactions)
-    indptr, indices = csr_from_pairs(train_users, train_items, num_users)
-    test_users, test_items = np.arange(num_users), rng.integers(0, num_items, num_users)
+def dot_model(num_users, num_items, args):
+    """(score_all_fn, params, label): the plain dot product of random embeddings."""
     params = mlp_params(jax.random.key(1), num_users, num_items, dim=args.dim)
-    run = evaluate.make_full_evaluator(
-        dot_score_all,
-        test_users,
-        test_items,
-        indptr,
-        indices,
-        num_items=num_items,
-        k=10,
-        chunk_size=args.full_chunk_size,
-    )
-    seconds, compile_s = median_seconds(lambda: run(params), args.reps)
-    return {
-        "case": f"full {num_users} users x {num_items} items, dot dim {args.dim}",
-        "chunk_size": args.full_chunk_size,
-        "median_s": seconds,
-        "compile_s": compile_s,
-    }
+    return dot_score_all, params, f"dot dim {args.dim}"
 
 
-def bench_full_two_tower(shape, args, rng):
-    """The registered TwoTower model through `retrieval.score_fns`: what the scripts run."""
-    num_users, num_items, num_interactions = shape
-    train_users = rng.integers(0, num_users, num_interactions)
-    train_items = rng.integers(0, num_items, num_interactions)
-    indptr, indices = csr_from_pairs(train_users, train_items, num_users)
-    test_users, test_items = np.arange(num_users), rng.integers(0, num_items, num_users)
+def two_tower_model(num_users, num_items, args):
+    """The registered TwoTower through `retrieval.score_fns`: what the scripts run."""
     model = TwoTower(num_users=num_users, num_items=num_items, embed_dim=16, cosine=True)
     dummy = jnp.zeros(1, jnp.int32)
     params = model.init(jax.random.key(2), dummy, dummy)
     _, score_all_fn = retrieval.score_fns(model, num_items)
+    return score_all_fn, params, "TwoTower dim 16 (cosine)"
+
+
+def bench_full(shape, args, rng, make_model):
+    """Full-catalogue ranking of every user, random training items excluded."""
+    num_users, num_items, num_interactions = shape
+    train_users = rng.integers(0, num_users, num_interactions)
+    train_items = rng.integers(0, num_items, num_interactions)
+    indptr, indices = csr_from_pairs(train_users, train_items, num_users)
+    test_users, test_items = np.arange(num_users), rng.integers(0, num_items, num_users)
+    score_all_fn, params, label = make_model(num_users, num_items, args)
     run = evaluate.make_full_evaluator(
         score_all_fn,
         test_users,
@@ -122,7 +108,7 @@ def bench_full_two_tower(shape, args, rng):
     )
     seconds, compile_s = median_seconds(lambda: run(params), args.reps)
     return {
-        "case": f"full {num_users} users x {num_items} items, TwoTower dim 16 (cosine)",
+        "case": f"full {num_users} users x {num_items} items, {label}",
         "chunk_size": args.full_chunk_size,
         "median_s": seconds,
         "compile_s": compile_s,
@@ -138,19 +124,14 @@ def main():
     parser.add_argument("--dim", type=int, default=64, help="embedding size of the dot model")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    context = {
-        "device": str(jax.devices()[0].device_kind),
-        "platform": jax.default_backend(),
-        "jax": jax.__version__,
-        "git": git_revision(),
-    }
+    context = environment()
     rows = [
         bench_sampled(ML_100K, args, rng),
         bench_sampled(ML_1M, args, rng),
-        bench_full(ML_100K, args, rng),
-        bench_full(ML_1M, args, rng),
-        bench_full_two_tower(ML_100K, args, rng),
-        bench_full_two_tower(ML_1M, args, rng),
+        bench_full(ML_100K, args, rng, dot_model),
+        bench_full(ML_1M, args, rng, dot_model),
+        bench_full(ML_100K, args, rng, two_tower_model),
+        bench_full(ML_1M, args, rng, two_tower_model),
     ]
     for row in rows:
         print(json.dumps({**context, **row}))

@@ -181,7 +181,7 @@ def train_and_evaluate(
         epochs=train_config.epochs,
         workdir=workdir,
         results=results,
-        select="rmse" if eval_config.select_epoch == "test" else "valid_rmse",
+        select=runner.selected("rmse", eval_config),
         mode="min",
         has_validation=data.has_validation,
     )

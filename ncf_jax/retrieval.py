@@ -157,6 +157,6 @@ def train_and_evaluate_two_tower(
         epochs=train_config.epochs,
         workdir=workdir,
         results=results,
-        select=hr if eval_config.select_epoch == "test" else f"valid_{hr}",
+        select=runner.selected(hr, eval_config),
         has_validation=data.has_validation,
     )

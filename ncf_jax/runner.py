@@ -126,6 +126,11 @@ def evaluate_all(evaluators: dict, params, key) -> dict:
     return {k: float(v) for k, v in jax.device_get(out).items()}
 
 
+def selected(metric: str, eval_config: EvalConfig) -> str:
+    """The history key that picks the best epoch: `metric` on test, or `valid_<metric>`."""
+    return metric if eval_config.select_epoch == "test" else f"valid_{metric}"
+
+
 def select_best(history: list[dict], metric: str, mode: str = "max") -> dict:
     """The history entry with the best `metric` ("max" or "min"); the earliest wins a tie."""
     sign = 1.0 if mode == "max" else -1.0
@@ -305,7 +310,7 @@ def train_and_evaluate(
         eval_protocol=eval_config.protocol,
         learner=learner,
     )
-    select = hr if eval_config.select_epoch == "test" else f"valid_{hr}"
+    select = selected(hr, eval_config)
     if train_config.num_seeds > 1:  # N replicas in one program (ncf_jax.seeds)
         from ncf_jax import seeds
 
