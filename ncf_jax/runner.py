@@ -26,7 +26,7 @@ def make_score_fn(apply_fn):
     """score_fn(params, users [c], items [c, m]) -> [c, m] for any pointwise model."""
 
     def score_fn(params, users, items):
-        return apply_fn(params, jnp.broadcast_to(users[:, None], items.shape), items)
+        return apply_fn(params, users[:, None], items)
 
     return score_fn
 

@@ -1,12 +1,13 @@
 """Model architecture: parameter shapes and counts by formula, pre-training, the registry."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ncf_jax.config import ModelConfig
-from ncf_jax.models import GMF, MLP, MODELS, NeuMF, create_model, load_pretrained
+from ncf_jax.models import GMF, MLP, MODELS, NeuMF, create_model, layers, load_pretrained
 
 NU, NI = 7, 11
 IDS = jnp.array([0, 3, 6]), jnp.array([1, 5, 10])
@@ -61,12 +62,29 @@ def test_initialisation_follows_the_authors():
     assert kernel.max() <= limit and kernel.min() >= -limit and kernel.max() > 0.9 * limit
 
 
-def test_scores_any_id_shape():
-    model = NeuMF(NU, NI, num_factors=4, layers=(8, 4))
+@pytest.mark.parametrize("name", ["gmf", "mlp", "neumf", "mf"])
+def test_scores_any_id_shape(name):
+    """Users [c, 1] against candidates [c, m] (a broadcast) equal c * m pointwise calls."""
+    model = create_model(ModelConfig(model=name, num_factors=4, layers=(8, 4)), NU, NI)
     params = _init(model)
-    grid = model.apply(params, jnp.zeros((3, 5), jnp.int32), jnp.arange(15).reshape(3, 5) % NI)
-    flat = model.apply(params, jnp.zeros(15, jnp.int32), jnp.arange(15) % NI)
-    np.testing.assert_allclose(grid.reshape(-1), flat, rtol=1e-6)
+    users, items = jnp.array([0, 3, 6]), jnp.arange(15).reshape(3, 5) % NI
+    grid = model.apply(params, users[:, None], items)
+    flat = model.apply(params, jnp.repeat(users, 5), items.reshape(-1))
+    assert grid.shape == (3, 5)
+    np.testing.assert_allclose(grid.reshape(-1), flat, rtol=1e-5, atol=1e-7)
+
+
+def test_concat_dense_is_dense_on_the_concatenation():
+    """ConcatDense never builds the concatenation; its outputs and parameters are nn.Dense's."""
+    x1 = jax.random.normal(jax.random.key(1), (4, 1, 3))
+    x2 = jax.random.normal(jax.random.key(2), (4, 6, 5))
+    layer = layers.ConcatDense(7)
+    params = layer.init(jax.random.key(0), x1, x2)
+    assert jax.tree.map(jnp.shape, params) == {"params": {"kernel": (8, 7), "bias": (7,)}}
+    params = jax.tree.map(lambda v: v + 0.1, params)  # a non-zero bias
+    joined = jnp.concatenate([jnp.broadcast_to(x1, (4, 6, 3)), x2], axis=-1)
+    want = nn.Dense(7).apply(params, joined)
+    np.testing.assert_allclose(layer.apply(params, x1, x2), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 0.2])

@@ -57,10 +57,5 @@ class FeatureNCF(nn.Module):
             init = layers.embedding_init
             table = nn.Embed(size, self.categorical_dim, embedding_init=init, name=f"feat_{j}")
             parts.append(table(categorical[..., j]))
-        x = jnp.concatenate(parts, axis=-1).astype(self.dtype)
-        for i, size in enumerate(self.layers[1:]):
-            x = nn.Dense(
-                size, kernel_init=layers.dense_init, dtype=self.dtype, name=f"mlp_dense_{i}"
-            )(x)
-            x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(x))
+        x = layers.tower(parts, self.layers[1:], self.dtype, dropout=self.dropout, train=train)
         return layers.logit(x, self.dtype)

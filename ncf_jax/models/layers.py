@@ -4,9 +4,10 @@ Conventions the rest of the library relies on (and that a new model must keep):
 - an embedding table looked up with user ids is a module named `<prefix>_user`, one looked up
   with item ids `<prefix>_item`; its parameter is called `embedding`. Row-sparse ("lazy")
   optimisers and per-row L2 use these names to find which ids index which table.
-- `__call__(users, items)` takes int32 ids of any matching shape and returns float32 logits
-  (or predictions) of that same shape, so one model scores `[batch]` pairs and
-  `[users, candidates]` grids alike.
+- `__call__(users, items)` takes int32 ids of broadcast-compatible shapes and returns float32
+  logits (or predictions) of the broadcast shape, so one model scores `[batch]` pairs and
+  `[users, 1]` x `[users, candidates]` grids alike. Models compute per-user work once per
+  user in the second form (see `ConcatDense`): evaluation uses it.
 """
 
 from __future__ import annotations
@@ -26,14 +27,60 @@ def embed(name: str, num: int, features: int, ids: jnp.ndarray) -> jnp.ndarray:
     return nn.Embed(num, features, embedding_init=embedding_init, name=name)(ids)
 
 
-def tower(x: jnp.ndarray, sizes: Sequence[int], dtype=jnp.float32) -> jnp.ndarray:
-    """Dense + ReLU layers `mlp_dense_0, mlp_dense_1, ...` (the NCF MLP tower; no output layer).
+def concat(parts: Sequence[jnp.ndarray]) -> jnp.ndarray:
+    """Concatenation on the last axis of arrays whose other axes broadcast against each other."""
+    batch = jnp.broadcast_shapes(*(x.shape[:-1] for x in parts))
+    return jnp.concatenate([jnp.broadcast_to(x, batch + x.shape[-1:]) for x in parts], axis=-1)
 
+
+class ConcatDense(nn.Module):
+    """`nn.Dense` over `concatenate(xs, -1)`, computed as `sum_j xs[j] @ kernel_j + bias`.
+
+    The parameters are exactly those of `nn.Dense` on the concatenation (`kernel` of shape
+    `[sum of widths, features]`, `bias`), but the concatenation is never built: the inputs only
+    need to broadcast against each other. A user embedding `[users, 1, d]` beside candidate item
+    embeddings `[users, m, d]` is multiplied by its half of the kernel once, not m times.
+    """
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, *xs: jnp.ndarray) -> jnp.ndarray:
+        widths = [x.shape[-1] for x in xs]
+        kernel = self.param("kernel", dense_init, (sum(widths), self.features), jnp.float32)
+        y = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        y, start = y.astype(self.dtype), 0
+        for x, width in zip(xs, widths, strict=True):
+            y = y + x.astype(self.dtype) @ kernel[start : start + width].astype(self.dtype)
+            start += width
+        return y
+
+
+def tower(
+    parts: Sequence[jnp.ndarray],
+    sizes: Sequence[int],
+    dtype=jnp.float32,
+    *,
+    dropout: float = 0.0,
+    train: bool = False,
+) -> jnp.ndarray:
+    """Dense + ReLU layers `mlp_dense_0, mlp_dense_1, ...` over the concatenation of `parts`.
+
+    The NCF MLP tower without its output layer; `parts` broadcast against each other (the first
+    layer is a `ConcatDense`). With `dropout`, each ReLU is followed by dropout when `train`.
     Call inside a compact module: the layers become direct children of it, so their names are
     the ones `ncf_jax.losses.l2_penalty` and `neumf.load_pretrained` look for.
     """
+    if not sizes:
+        return concat(parts).astype(dtype)
+    x = ConcatDense(sizes[0], dtype=dtype, name="mlp_dense_0")(*parts)
     for i, size in enumerate(sizes):
-        x = nn.relu(nn.Dense(size, kernel_init=dense_init, dtype=dtype, name=f"mlp_dense_{i}")(x))
+        if i:
+            x = nn.Dense(size, kernel_init=dense_init, dtype=dtype, name=f"mlp_dense_{i}")(x)
+        x = nn.relu(x)
+        if dropout:
+            x = nn.Dropout(dropout, deterministic=not train)(x)
     return x
 
 

@@ -36,8 +36,7 @@ class NeuMF(nn.Module):
         width = self.layers[0] // 2
         p = layers.embed("mlp_user", self.num_users, width, users)
         q = layers.embed("mlp_item", self.num_items, width, items)
-        x = jnp.concatenate([p, q], axis=-1).astype(self.dtype)
-        x = layers.tower(x, self.layers[1:], self.dtype)
+        x = layers.tower([p, q], self.layers[1:], self.dtype)
         return layers.logit(jnp.concatenate([mf.astype(self.dtype), x], axis=-1), self.dtype)
 
 

@@ -96,11 +96,5 @@ class RatingMLP(nn.Module):
         ]
         if side is not None:
             parts.append(jnp.asarray(side, jnp.float32))
-        x = jnp.concatenate(parts, axis=-1).astype(self.dtype)
-        for i, size in enumerate(self.layers[1:]):
-            dense = nn.Dense(
-                size, kernel_init=layers.dense_init, dtype=self.dtype, name=f"mlp_dense_{i}"
-            )
-            x = nn.relu(dense(x))
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = layers.tower(parts, self.layers[1:], self.dtype, dropout=self.dropout, train=train)
         return squash(layers.logit(x, self.dtype), self.y_range)
