@@ -35,12 +35,15 @@ CASES = {  # name -> ModelConfig
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ncf"
 
 
-def bench(data, name: str, lazy: bool, *, batch_size: int, num_neg: int, reps: int) -> dict:
+def bench(
+    data, name: str, lazy: bool, *, batch_size: int, num_neg: int, reps: int, grouped: bool
+) -> dict:
     config = CASES[name]
     model = create_model(config, data.num_users, data.num_items)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
     tx = optim.make_optimizer("adam", 0.001)
-    make = functools.partial(batching.epoch_batches, num_neg=num_neg, batch_size=batch_size)
+    layout = batching.grouped_batches if grouped else batching.epoch_batches
+    make = functools.partial(layout, num_neg=num_neg, batch_size=batch_size)
     epoch = train.make_train_epoch(
         train.make_loss_fn(model.apply, config), tx, make, lazy=lazy, learning_rate=0.001
     )
@@ -82,28 +85,37 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--num_neg", type=int, default=4)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--layouts", default="shuffled,grouped", help="batch layouts: shuffled rows, grouped"
+    )
     args = parser.parse_args()
     data, env = load(args.shape), environment()
     rows = []
-    for name in args.models.split(","):
-        for adam in args.adam.split(","):
-            row = bench(
-                data,
-                name,
-                adam == "lazy",
-                batch_size=args.batch_size,
-                num_neg=args.num_neg,
-                reps=args.reps,
-            )
-            rows.append(row | env)
-            print(json.dumps(rows[-1]), flush=True)
+    cases = [
+        (name, adam, layout)
+        for name in args.models.split(",")
+        for layout in args.layouts.split(",")
+        for adam in args.adam.split(",")
+    ]
+    for name, adam, layout in cases:
+        row = bench(
+            data,
+            name,
+            adam == "lazy",
+            batch_size=args.batch_size,
+            num_neg=args.num_neg,
+            reps=args.reps,
+            grouped=layout == "grouped",
+        )
+        rows.append(row | {"layout": layout} | env)
+        print(json.dumps(rows[-1]), flush=True)
     print(f"\n{env}\n")
-    print("| data | model | Adam | epoch s | samples/s | eval s (all users) |")
-    print("|---|---|---|---|---|---|")
+    print("| data | model | batches | Adam | epoch s | samples/s | eval s (all users) |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['data']} | {r['model']} | {r['adam']} | {r['epoch_seconds']:.3f} | "
-            f"{r['samples_per_second']:,} | {r['eval_seconds']:.3f} |"
+            f"| {r['data']} | {r['model']} | {r['layout']} | {r['adam']} | "
+            f"{r['epoch_seconds']:.3f} | {r['samples_per_second']:,} | {r['eval_seconds']:.3f} |"
         )
 
 

@@ -35,6 +35,31 @@ def epoch_batches(key: jax.Array, data: Interactions, *, num_neg: int, batch_siz
     )
 
 
+def grouped_batches(
+    key: jax.Array, data: Interactions, *, num_neg: int, batch_size: int
+) -> Batches:
+    """`epoch_batches` with each positive kept beside its own `num_neg` negatives.
+
+    The same samples in distribution (every positive once, `num_neg` fresh uniform negatives
+    each), but shuffled as groups: a batch holds `batch_size // (1 + num_neg)` positives with
+    their negatives, as users `[steps, groups, 1]` against items and labels
+    `[steps, groups, 1 + num_neg]` (column 0 the positive). Models broadcast the user over its
+    group, so per-user work such as the user's half of the first MLP layer is done once for
+    `1 + num_neg` samples. Batches hold `(1 + num_neg) * (batch_size // (1 + num_neg))` rows.
+    """
+    group = 1 + num_neg
+    if batch_size < group:
+        raise ValueError(f"grouped batches need batch_size >= 1 + num_neg = {group}")
+    b = candidate_batches(key, data, num_neg=num_neg, batch_size=batch_size // group)
+    shape = b["items"].shape
+    return {
+        "users": b["users"][..., None],
+        "items": b["items"],
+        "labels": jnp.zeros(shape, jnp.float32).at[..., 0].set(1.0),
+        "weights": jnp.broadcast_to(b["weights"][..., None], shape),
+    }
+
+
 def shuffle_into_batches(key: jax.Array, rows: dict, *, batch_size: int) -> Batches:
     """Permutes equal-length row arrays together and cuts them into [steps, batch_size, ...].
 
@@ -75,3 +100,7 @@ def candidate_batches(
         "log_q": log_q,
     }
     return shuffle_into_batches(perm_key, rows, batch_size=batch_size)
+
+
+# TrainConfig.batch_layout -> the function that builds a pointwise (BCE) epoch.
+LAYOUTS = {"shuffled": epoch_batches, "grouped": grouped_batches}

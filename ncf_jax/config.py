@@ -19,6 +19,7 @@ EVAL_PROTOCOLS = ("sampled", "full")
 EPOCH_SELECTIONS = ("test", "valid")
 LOSSES = ("bce", "softmax", "in_batch")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+BATCH_LAYOUTS = ("shuffled", "grouped")
 
 
 def default_data_dir() -> pathlib.Path:
@@ -174,6 +175,10 @@ class TrainConfig:
       pre-training ("sgd", the paper's text, or "same", the authors' README command).
     lazy_embeddings: row-sparse Adam for embedding tables (only rows in the batch are updated);
       False is the paper-faithful dense update.
+    batch_layout: "shuffled" (paper: every sample shuffled on its own into batches of
+      batch_size) or "grouped" (each positive stays beside its num_neg negatives; batches of
+      batch_size // (1 + num_neg) groups; the user's share of the MLP's first layer is then
+      computed once per group). NCF (pointwise BCE) models only.
     loss: "bce" (pointwise; the only loss of the NCF models), or for two-tower models "softmax"
       (cross-entropy over the positive and its num_neg negatives) or "in_batch" (sampled softmax
       over the batch's positives with log-Q correction; num_neg is unused).
@@ -197,6 +202,7 @@ class TrainConfig:
     learning_rate: float = 0.001
     pretrain_learner: str = "sgd"
     lazy_embeddings: bool = False
+    batch_layout: str = "shuffled"
     seed: int = 0
     loss: str = "bce"
     weight_decay: float = 0.0
@@ -227,6 +233,14 @@ class TrainConfig:
             "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
         )
         _check(self.loss in LOSSES, f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        _check(
+            self.batch_layout in BATCH_LAYOUTS,
+            f"--batch_layout must be one of {BATCH_LAYOUTS}, got {self.batch_layout!r}",
+        )
+        _check(
+            self.batch_layout == "shuffled" or self.batch_size >= 1 + self.num_neg,
+            f"--batch_layout=grouped needs --batch_size >= 1 + --num_neg = {1 + self.num_neg}",
+        )
         _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of {LR_SCHEDULES}")
         _check(
@@ -246,6 +260,14 @@ class TrainConfig:
         )
         _check(self.num_seeds >= 1, f"--num_seeds must be >= 1, got {self.num_seeds}")
         _check(self.mesh_model >= 1, f"--mesh_model must be >= 1, got {self.mesh_model}")
+
+    def require_shuffled(self, driver: str) -> None:
+        """Drivers that do not sample pointwise negatives refuse --batch_layout=grouped."""
+        _check(
+            self.batch_layout == "shuffled",
+            f"--batch_layout=grouped groups sampled negatives with their positive (NCF scripts); "
+            f"{driver} has no such groups: drop the flag",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -215,6 +215,7 @@ def train_and_evaluate(
     WORKDIR/results.json with `best` = the test metrics of the epoch of highest AUC."""
     if train_config.lazy_embeddings:
         raise ValueError("--lazy_embeddings is not supported by the feature model")
+    train_config.require_shuffled("the click-data script")
     stored = stored_feature_stats(workdir)
     if stored is not None and stored != data.stats:
         raise ValueError(

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncf_jax import metrics
+from ncf_jax import metrics, xla
 from ncf_jax.config import TIES
 from ncf_jax.data.types import csr_from_pairs
 
@@ -102,7 +102,7 @@ def make_sampled_evaluator(
     )
     hr_name, ndcg_name = f"hr@{k}", f"ndcg@{k}"
 
-    @jax.jit
+    @xla.jit
     def _evaluate(params, key, data):
         xs = dict(data, index=jnp.arange(len(data["valid"])))
 
@@ -245,7 +245,7 @@ def make_full_evaluator(
         }
         return per_user, top
 
-    @jax.jit
+    @xla.jit
     def _evaluate(params, data):
         per_user, top = jax.lax.map(lambda x: one_chunk(params, x), data)
         valid = data["valid"].reshape(-1)

@@ -153,6 +153,7 @@ def train_and_evaluate(
     tx = optim.make_optimizer(
         train_config.learner, learning_rate, weight_decay=train_config.weight_decay
     )
+    train_config.require_shuffled("the ratings script")
     lazy = train_config.lazy_embeddings
     state = train.create_train_state(jax.jit(model.init)(init_key, dummy, dummy), tx, lazy=lazy)
 

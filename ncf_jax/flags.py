@@ -193,6 +193,14 @@ def define_train_flags() -> None:
         d.lazy_embeddings,
         "Row-sparse Adam for embedding tables (faster on CPU; dense is paper-faithful).",
     )
+    _define_once(
+        flags.DEFINE_enum,
+        "batch_layout",
+        d.batch_layout,
+        list(config.BATCH_LAYOUTS),
+        "shuffled: samples shuffled one by one (paper); grouped: each positive beside its "
+        "negatives, batch_size // (1 + num_neg) groups a batch (less MLP work per sample).",
+    )
     _define_once(flags.DEFINE_integer, "seed", d.seed, "Seed of initialisation and training.")
     _define_once(
         flags.DEFINE_integer,
@@ -227,6 +235,7 @@ def train_config_from_flags() -> config.TrainConfig:
         learning_rate=FLAGS.learning_rate,
         pretrain_learner=FLAGS.pretrain_learner,
         lazy_embeddings=FLAGS.lazy_embeddings,
+        batch_layout=FLAGS.batch_layout,
         seed=FLAGS.seed,
         lr_warmup_steps=FLAGS.lr_warmup_steps,
         adam_b1=FLAGS.adam_b1,

@@ -95,6 +95,7 @@ def _check_two_tower(model, model_config: ModelConfig, train_config: TrainConfig
         )
     if train_config.lazy_embeddings:
         raise ValueError("--lazy_embeddings supports pointwise batches only; drop it here")
+    train_config.require_shuffled("the two-tower script (its rows already hold their negatives)")
 
 
 def train_and_evaluate_two_tower(

@@ -292,7 +292,9 @@ def train_and_evaluate(
     # Data on device, the epoch, the evaluators.
     device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
     make_batches = functools.partial(
-        batching.epoch_batches, num_neg=train_config.num_neg, batch_size=train_config.batch_size
+        batching.LAYOUTS[train_config.batch_layout],
+        num_neg=train_config.num_neg,
+        batch_size=train_config.batch_size,
     )
     make_batches = sharding.data_parallel_batches(make_batches, mesh)
     loss_fn = train.make_loss_fn(apply_fn, model_config)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ncf_jax import checkpoint, reporting, sharding
+from ncf_jax import checkpoint, reporting, sharding, xla
 
 
 def replica_seeds(seed: int, num_seeds: int) -> list[int]:
@@ -58,7 +58,7 @@ def init_states(make_state, seeds: list[int]):
 def vmap_epoch(train_epoch):
     """`epoch(states, data, keys) -> (states, losses [N])`: `train_epoch` over every replica,
     sharing `data`; `states` is donated."""
-    return jax.jit(jax.vmap(train_epoch, in_axes=(0, None, 0)), donate_argnums=0)
+    return xla.jit(jax.vmap(train_epoch, in_axes=(0, None, 0)), donate_argnums=0)
 
 
 def vmap_evaluators(evaluators: dict):
@@ -72,7 +72,7 @@ def vmap_evaluators(evaluators: dict):
             out |= {prefix + k: v for k, v in fn(params, key).items()}
         return out
 
-    return jax.jit(jax.vmap(one))
+    return xla.jit(jax.vmap(one))
 
 
 def _split_keys(keys):

@@ -23,6 +23,8 @@ from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ncf_jax import xla
+
 DATA, MODEL = "data", "model"
 
 
@@ -172,7 +174,7 @@ def shard_train_epoch(train_epoch, state, data, mesh: Mesh | None, *, shard_tabl
         return train_epoch, state, data
     state_sh = state_shardings(state, mesh, shard_tables=shard_tables)
     data_sh = jax.tree.map(lambda _: replicated(mesh), data)
-    epoch = jax.jit(
+    epoch = xla.jit(
         train_epoch,
         in_shardings=(state_sh, data_sh, replicated(mesh)),
         out_shardings=(state_sh, replicated(mesh)),

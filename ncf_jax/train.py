@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct, traverse_util
 
-from ncf_jax import losses, optim
+from ncf_jax import losses, optim, xla
 from ncf_jax.batching import Batches
 
 
@@ -143,7 +143,7 @@ def make_train_epoch(
         weight = jnp.sum(batch["weights"])
         return state, (loss * weight, weight)
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    @xla.jit(donate_argnums=0)
     def train_epoch(state: TrainState, data, key: jax.Array):
         batches = make_batches(jax.random.fold_in(key, state.epoch), data)
         state, (loss_sums, weights) = jax.lax.scan(body, state, batches)

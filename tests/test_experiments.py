@@ -71,9 +71,13 @@ def test_gmf_mlp_then_pretrained_neumf(tiny, tmp_path):
 
 @pytest.mark.parametrize(
     "flag, message",
-    [("--num_neg=0", "--num_neg must be >= 1"), ("--layers=15,8", "even first entry")],
+    [
+        ("--num_neg=0", "--num_neg must be >= 1"),
+        ("--layers=15,8", "even first entry"),
+        ("--batch_layout=grouped --batch_size=3", "needs --batch_size >= 1 + --num_neg"),
+    ],
 )
 def test_bad_flag_values_stop_before_any_work(tiny, tmp_path, flag, message):
-    proc = _run("experiments.gmf", *_common(tiny, tmp_path / "w"), flag, check=False)
+    proc = _run("experiments.gmf", *_common(tiny, tmp_path / "w"), *flag.split(), check=False)
     assert proc.returncode != 0 and message in proc.stderr
     assert not (tmp_path / "w").exists()

@@ -130,3 +130,17 @@ def test_registry_builds_every_model_from_a_config():
 def test_bad_model_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**kwargs)
+
+
+def test_hot_loop_jit_keeps_dense_layers_in_xla_dots():
+    """ncf_jax.xla.jit applies its CPU option: no dot of an MLP tower goes to a YNNPACK fusion."""
+    from ncf_jax import xla
+
+    if xla.compiler_options() is None:
+        pytest.skip("no XLA CPU options on this backend / jax version")
+    model = MLP(NU, NI, layers=(64, 32, 16))
+    params = _init(model)
+    ids = jnp.zeros(256, jnp.int32)
+    grad = jax.grad(lambda p: jnp.sum(model.apply(p, ids, ids)))
+    hlo = xla.jit(grad).lower(params).compile().as_text()
+    assert " dot(" in hlo and "ynn_fusion" not in hlo

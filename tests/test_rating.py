@@ -180,3 +180,14 @@ def _root():
     import pathlib
 
     return pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_grouped_batches_are_refused_for_ratings(tmp_path):
+    with pytest.raises(ValueError, match="batch_layout=grouped.*the ratings script"):
+        explicit.train_and_evaluate(
+            _planted(),
+            ModelConfig(model="biased_mf"),
+            TrainConfig(batch_layout="grouped"),
+            EvalConfig(),
+            tmp_path,
+        )

@@ -18,13 +18,17 @@ from ncf_jax.runner import train_and_evaluate
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=50)
 
 
-def test_epoch_has_every_positive_once_and_fresh_negatives():
+@pytest.mark.parametrize("layout", ["shuffled", "grouped"])
+def test_epoch_has_every_positive_once_and_fresh_negatives(layout):
     dev = interactions.from_data(DATA)
-    b = batching.epoch_batches(jax.random.key(0), dev, num_neg=3, batch_size=64)
-    users, items = np.asarray(b["users"]).ravel(), np.asarray(b["items"]).ravel()
-    labels, weights = np.asarray(b["labels"]).ravel(), np.asarray(b["weights"]).ravel()
+    b = batching.LAYOUTS[layout](jax.random.key(0), dev, num_neg=3, batch_size=64)
+    shape = b["items"].shape
+    assert b["labels"].shape == b["weights"].shape == shape and np.prod(shape[1:]) == 64
+    users = np.broadcast_to(np.asarray(b["users"]), shape).ravel()
+    items, labels = np.asarray(b["items"]).ravel(), np.asarray(b["labels"]).ravel()
+    weights = np.asarray(b["weights"]).ravel()
     n = len(DATA.train_users)
-    assert weights.sum() == 4 * n and b["users"].shape[1] == 64  # nothing dropped
+    assert weights.sum() == 4 * n  # nothing dropped
     real = weights == 1
     pos = real & (labels == 1)
     got = sorted(zip(users[pos].tolist(), items[pos].tolist(), strict=True))
@@ -36,6 +40,10 @@ def test_epoch_has_every_positive_once_and_fresh_negatives():
     )
     known = set(zip(DATA.train_users.tolist(), DATA.train_items.tolist(), strict=True))
     assert not known & set(zip(users[neg].tolist(), items[neg].tolist(), strict=True))
+    if layout == "grouped":  # one user per group: its positive in column 0, then its negatives
+        assert b["users"].shape == (*shape[:2], 1)
+        group_labels = np.asarray(b["labels"])[np.asarray(b["weights"])[..., 0] == 1]
+        assert (group_labels == [1, 0, 0, 0]).all()
 
 
 def test_known_exclusion_also_avoids_test_items():
@@ -47,10 +55,13 @@ def test_known_exclusion_also_avoids_test_items():
     assert not pairs & set(zip(DATA.test_users.tolist(), DATA.test_items.tolist(), strict=True))
 
 
-def _run(tmp_path, name, epochs=3, **train_kwargs):
+GMF8 = ModelConfig(model="gmf", num_factors=8)
+
+
+def _run(tmp_path, name, epochs=3, model=GMF8, **train_kwargs):
     return train_and_evaluate(
         DATA,
-        ModelConfig(model="gmf", num_factors=8),
+        model,
         TrainConfig(epochs=epochs, batch_size=64, learning_rate=0.01, **train_kwargs),
         EvalConfig(top_k=5),
         tmp_path / name,
@@ -151,6 +162,13 @@ def test_l2_penalty_by_hand():
 def test_lazy_training_learns_too(tmp_path):
     result = _run(tmp_path, "lazy", epochs=6, lazy_embeddings=True)
     assert result["best"]["hr@5"] > 3 * 5 / 51
+
+
+def test_grouped_batches_train_neumf_too(tmp_path):
+    model = ModelConfig(model="neumf", num_factors=8, layers=(16, 8))
+    result = _run(tmp_path, "grouped", epochs=6, model=model, batch_layout="grouped")
+    assert result["best"]["hr@5"] > 3 * 5 / 51
+    assert result["config"]["train"]["batch_layout"] == "grouped"
 
 
 def test_nan_loss_stops_with_the_epoch(tmp_path):
