@@ -82,26 +82,14 @@ def make_schedule(name: str, learning_rate: float, total_steps: int):
 
 @struct.dataclass
 class RowMoments:
-    """Adam's first and second moments of one embedding table, side by side per row.
+    """Adam's first and second moments of one embedding table."""
 
-    `mu_nu[r, 0]` is row r's first moment, `mu_nu[r, 1]` its second: one gather and one scatter
-    move both (a lazy step is a handful of row gathers and scatters; on CPU each costs about as
-    much as a small matmul, so their number matters).
-    """
-
-    mu_nu: jax.Array  # [num_rows, 2, dim]
-
-    @property
-    def mu(self) -> jax.Array:
-        return self.mu_nu[:, 0]
-
-    @property
-    def nu(self) -> jax.Array:
-        return self.mu_nu[:, 1]
+    mu: jax.Array
+    nu: jax.Array
 
 
 def init_row_moments(table: jax.Array) -> RowMoments:
-    return RowMoments(mu_nu=jnp.zeros((table.shape[0], 2, *table.shape[1:]), table.dtype))
+    return RowMoments(mu=jnp.zeros_like(table), nu=jnp.zeros_like(table))
 
 
 def lazy_adam_rows(
@@ -126,10 +114,10 @@ def lazy_adam_rows(
     """
     lr = learning_rate(count) if callable(learning_rate) else learning_rate
     t = (count + 1).astype(jnp.float32)
-    old = moments.mu_nu.at[rows].get(mode="fill", fill_value=0)  # [..., 2, dim]
-    mu = B1 * old[..., 0, :] + (1 - B1) * grads
-    nu = B2 * old[..., 1, :] + (1 - B2) * jnp.square(grads)
+    mu = B1 * moments.mu.at[rows].get(mode="fill", fill_value=0) + (1 - B1) * grads
+    nu = B2 * moments.nu.at[rows].get(mode="fill", fill_value=0) + (1 - B2) * jnp.square(grads)
     step = lr * (mu / (1 - B1**t)) / (jnp.sqrt(nu / (1 - B2**t)) + EPS)
     new_rows = table.at[rows].get(mode="fill", fill_value=0) - step
-    mu_nu = moments.mu_nu.at[rows].set(jnp.stack([mu, nu], axis=-2), mode="drop")
-    return table.at[rows].set(new_rows, mode="drop"), RowMoments(mu_nu=mu_nu)
+    return table.at[rows].set(new_rows, mode="drop"), RowMoments(
+        mu=moments.mu.at[rows].set(mu, mode="drop"), nu=moments.nu.at[rows].set(nu, mode="drop")
+    )

@@ -109,12 +109,12 @@ def _is_table_path(path) -> bool:
 
 def state_shardings(tree, mesh: Mesh, *, shard_tables: bool = False):
     """NamedShardings for a TrainState (or params) pytree: replicated, except, with
-    `shard_tables`, the leaves of 2 or more dimensions under an "embedding" key (tables and
-    their Adam moments), split by rows over "model"."""
+    `shard_tables`, the 2-D leaves under an "embedding" key (tables and their Adam moments),
+    split by rows over "model"."""
 
     def spec(path, leaf):
-        rows = shard_tables and np.ndim(leaf) >= 2 and _is_table_path(path)
-        return NamedSharding(mesh, P(MODEL) if rows else P())
+        rows = shard_tables and np.ndim(leaf) == 2 and _is_table_path(path)
+        return NamedSharding(mesh, P(MODEL, None) if rows else P())
 
     return jax.tree_util.tree_map_with_path(spec, tree)
 
