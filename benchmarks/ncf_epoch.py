@@ -2,7 +2,8 @@
 
 The issue-3 targets: NeuMF at batch 256 on ML-100K (about 495,000 samples with 4 negatives)
 with the paper-default sizes and with the factor-32 sizes of the PyTorch comparison; GMF and
-MLP beside it; dense and row-sparse ("lazy") Adam; ML-1M-shaped synthetic data.
+MLP beside it; dense and row-sparse ("lazy") Adam; shuffled and grouped batch layouts
+(`--batch_layout`); ML-1M-shaped synthetic data.
 Each case compiles first (excluded), then reports the median of --reps epochs, each ended by
 `jax.block_until_ready`. One JSON line per case, then a markdown table.
 
