@@ -20,6 +20,17 @@ EPOCH_SELECTIONS = ("test", "valid")
 LOSSES = ("bce", "softmax", "in_batch")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 BATCH_LAYOUTS = ("shuffled", "grouped")
+# TrainConfig fields only the NCF runner (experiments.gmf/mlp/neumf) implements; the other
+# drivers refuse a non-default value of them (TrainConfig.require_defaults).
+NCF_RUNNER_ONLY = (
+    "num_seeds",
+    "mesh_model",
+    "lr_warmup_steps",
+    "adam_b1",
+    "adam_b2",
+    "adam_eps",
+    "batch_layout",
+)
 
 
 def default_data_dir() -> pathlib.Path:
@@ -261,13 +272,17 @@ class TrainConfig:
         _check(self.num_seeds >= 1, f"--num_seeds must be >= 1, got {self.num_seeds}")
         _check(self.mesh_model >= 1, f"--mesh_model must be >= 1, got {self.mesh_model}")
 
-    def require_shuffled(self, driver: str) -> None:
-        """Drivers that do not sample pointwise negatives refuse --batch_layout=grouped."""
-        _check(
-            self.batch_layout == "shuffled",
-            f"--batch_layout=grouped groups sampled negatives with their positive (NCF scripts); "
-            f"{driver} has no such groups: drop the flag",
-        )
+    def require_defaults(self, driver: str, *fields: str) -> None:
+        """A driver that does not implement `fields` refuses any non-default value of them, so
+        no flag is silently ignored (e.g. `--num_seeds` outside the NCF scripts)."""
+        default = TrainConfig()
+        for name in fields:
+            value = getattr(self, name)
+            _check(
+                value == getattr(default, name),
+                f"--{name}={value} is not supported by {driver}: drop it "
+                f"(the NCF scripts experiments.gmf/mlp/neumf support it)",
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 
 from ncf_jax import checkpoint, evaluate, losses, metrics, optim, reporting, runner, train
-from ncf_jax.config import ClickConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.config import NCF_RUNNER_ONLY, ClickConfig, EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data.clicks import ClickData, FeatureStats
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.explicit import shuffled_batches
@@ -213,9 +213,11 @@ def train_and_evaluate(
 ) -> dict:
     """Trains FeatureNCF (with or without the features) on the train rows; writes
     WORKDIR/results.json with `best` = the test metrics of the epoch of highest AUC."""
-    if train_config.lazy_embeddings:
-        raise ValueError("--lazy_embeddings is not supported by the feature model")
-    train_config.require_shuffled("the click-data script")
+    train_config.require_defaults(
+        "the click-data script",
+        "lazy_embeddings",
+        *NCF_RUNNER_ONLY,
+    )
     stored = stored_feature_stats(workdir)
     if stored is not None and stored != data.stats:
         raise ValueError(

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncf_jax import batching, losses, metrics, optim, runner, train
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.config import NCF_RUNNER_ONLY, EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data.types import InteractionData
 from ncf_jax.models import create_model
 
@@ -153,7 +153,10 @@ def train_and_evaluate(
     tx = optim.make_optimizer(
         train_config.learner, learning_rate, weight_decay=train_config.weight_decay
     )
-    train_config.require_shuffled("the ratings script")
+    train_config.require_defaults(
+        "the ratings script",
+        *NCF_RUNNER_ONLY,
+    )
     lazy = train_config.lazy_embeddings
     state = train.create_train_state(jax.jit(model.init)(init_key, dummy, dummy), tx, lazy=lazy)
 

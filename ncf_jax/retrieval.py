@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from ncf_jax import batching, interactions, losses, optim, reporting, runner, train
-from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax.config import NCF_RUNNER_ONLY, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ncf_jax.data.types import InteractionData
 from ncf_jax.models import create_model
 
@@ -95,7 +95,10 @@ def _check_two_tower(model, model_config: ModelConfig, train_config: TrainConfig
         )
     if train_config.lazy_embeddings:
         raise ValueError("--lazy_embeddings supports pointwise batches only; drop it here")
-    train_config.require_shuffled("the two-tower script (its rows already hold their negatives)")
+    train_config.require_defaults(
+        "the two-tower script",
+        *NCF_RUNNER_ONLY,
+    )
 
 
 def train_and_evaluate_two_tower(

@@ -182,12 +182,15 @@ def _root():
     return pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_grouped_batches_are_refused_for_ratings(tmp_path):
-    with pytest.raises(ValueError, match="batch_layout=grouped.*the ratings script"):
+@pytest.mark.parametrize(
+    "field, value", [("batch_layout", "grouped"), ("num_seeds", 2), ("adam_b1", 0.5)]
+)
+def test_ncf_only_training_options_are_refused_not_ignored(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"--{field}={value} is not supported by the ratings"):
         explicit.train_and_evaluate(
             _planted(),
             ModelConfig(model="biased_mf"),
-            TrainConfig(batch_layout="grouped"),
+            TrainConfig(**{field: value}),
             EvalConfig(),
             tmp_path,
         )
