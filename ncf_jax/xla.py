@@ -11,9 +11,9 @@ another backend) just gets plain `jax.jit`.
 from __future__ import annotations
 
 import functools
-import logging
 
 import jax
+from absl import logging
 
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
