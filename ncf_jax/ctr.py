@@ -213,11 +213,7 @@ def train_and_evaluate(
 ) -> dict:
     """Trains FeatureNCF (with or without the features) on the train rows; writes
     WORKDIR/results.json with `best` = the test metrics of the epoch of highest AUC."""
-    train_config.require_defaults(
-        "the click-data script",
-        "lazy_embeddings",
-        *NCF_RUNNER_ONLY,
-    )
+    train_config.require_defaults("the click-data script", "lazy_embeddings", *NCF_RUNNER_ONLY)
     stored = stored_feature_stats(workdir)
     if stored is not None and stored != data.stats:
         raise ValueError(

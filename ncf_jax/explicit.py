@@ -140,6 +140,7 @@ def train_and_evaluate(
     = test rmse, mae and mse at the epoch of lowest (test or validation) RMSE."""
     if model_config.model not in RATING_MODELS:
         raise ValueError(f"--model must be one of {RATING_MODELS} for ratings")
+    train_config.require_defaults("the ratings script", *NCF_RUNNER_ONLY)
     if eval_config.select_epoch == "valid" and not data.has_validation:
         raise ValueError("--select_epoch=valid needs a validation split: add --validation")
     check_ratings(data, model_config.y_range, column=rating_column)
@@ -152,10 +153,6 @@ def train_and_evaluate(
     learning_rate = optim.make_schedule(train_config.lr_schedule, train_config.learning_rate, steps)
     tx = optim.make_optimizer(
         train_config.learner, learning_rate, weight_decay=train_config.weight_decay
-    )
-    train_config.require_defaults(
-        "the ratings script",
-        *NCF_RUNNER_ONLY,
     )
     lazy = train_config.lazy_embeddings
     state = train.create_train_state(jax.jit(model.init)(init_key, dummy, dummy), tx, lazy=lazy)

@@ -93,12 +93,7 @@ def _check_two_tower(model, model_config: ModelConfig, train_config: TrainConfig
             f"--model={model_config.model} has no towers; use experiments.{model_config.model} "
             "(or --model=two_tower)"
         )
-    if train_config.lazy_embeddings:
-        raise ValueError("--lazy_embeddings supports pointwise batches only; drop it here")
-    train_config.require_defaults(
-        "the two-tower script",
-        *NCF_RUNNER_ONLY,
-    )
+    train_config.require_defaults("the two-tower script", "lazy_embeddings", *NCF_RUNNER_ONLY)
 
 
 def train_and_evaluate_two_tower(

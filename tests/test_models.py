@@ -109,10 +109,18 @@ def test_pretrained_size_mismatch_names_the_entry():
 
 
 def test_registry_builds_every_model_from_a_config():
-    for name in ("gmf", "mlp", "neumf", "mf"):
+    """create_model passes each model the config fields it declares (sizes show in the tables)."""
+    widths = {"gmf": {"mf": 6}, "mf": {"mf": 6}, "mlp": {"mlp": 5}, "neumf": {"mf": 6, "mlp": 5}}
+    for name, want in widths.items():
         assert name in MODELS
-        model = create_model(ModelConfig(model=name, num_factors=4, layers=(8, 4)), NU, NI)
-        assert model.apply(_init(model), *IDS).shape == (3,)
+        model = create_model(ModelConfig(model=name, num_factors=6, layers=(10, 4)), NU, NI)
+        params = _init(model)["params"]
+        got = {
+            p: params[f"{p}_user"]["embedding"].shape
+            for p in ("mf", "mlp")
+            if f"{p}_user" in params
+        }
+        assert got == {prefix: (NU, width) for prefix, width in want.items()}
     with pytest.raises(ValueError, match="unknown model"):
         create_model(ModelConfig(model="nope"), NU, NI)
 
