@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ncf_jax.models.layers import ROW_DELTAS
+
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
     """sum(w * v) / sum(w); 0 when every weight is 0 (a fully padded batch)."""
@@ -33,11 +35,13 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
 
     Args:
       params: Flax variables `{"params": ...}`; tables follow `ncf_jax.models.layers` naming.
+        A `row_deltas` collection (row-sparse training) is added to the looked-up rows.
       users, items: [batch] int32 ids indexing those tables.
       weights: [batch] float32 sample weights (0 for padding).
       model_config: a `ncf_jax.config.ModelConfig`.
     """
     total = jnp.zeros((), jnp.float32)
+    deltas = params.get(ROW_DELTAS, {})
     for name, leaf in params["params"].items():
         if not isinstance(leaf, dict):
             continue
@@ -46,6 +50,8 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
             if coef and name.startswith(("mf_", "mlp_")):
                 ids = users if name.endswith("_user") else items
                 rows = leaf["embedding"][ids]
+                if name in deltas:  # row-sparse training differentiates the looked-up rows
+                    rows = rows + deltas[name]["embedding"]
                 total += coef * weighted_mean(jnp.sum(jnp.square(rows), axis=-1), weights)
         elif name.startswith("mlp_dense_"):
             coef = model_config.layer_reg(int(name.rsplit("_", 1)[1]) + 1)

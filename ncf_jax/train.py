@@ -18,6 +18,7 @@ from flax import struct, traverse_util
 
 from ncf_jax import losses, optim, xla
 from ncf_jax.batching import Batches
+from ncf_jax.models.layers import ROW_DELTAS
 
 
 @struct.dataclass
@@ -73,30 +74,35 @@ def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tup
 def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate) -> tuple:
     """Row-sparse Adam step: table rows outside the batch are left untouched.
 
-    The table gradient is the backward of a gather (one zero-fill and a scatter-add). Each
-    batch row then reads its table row's summed gradient and moments and computes the row's
-    update; a row that occurs several times in the batch computes the same values each time,
-    so the scatter back is deterministic without sorting ids to de-duplicate them.
+    The loss is differentiated with respect to the rows looked up in the batch (zero-valued
+    `row_deltas` added to them, see `ncf_jax.models.layers.Embed`), never the tables, so no
+    table-sized gradient is built: the step costs O(batch), whatever the table sizes. Gradients
+    of a row looked up several times are summed (`sum_duplicates`); every copy then computes
+    the same new values, so the scatter back is deterministic.
     """
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     tables, dense = split_tables(state.params)
-    g_tables, g_dense = split_tables(grads)
+    ids = {path: _table_ids(path, batch) for path in tables}
+    deltas = {
+        path: jnp.zeros(ids[path].shape + table.shape[-1:], table.dtype)
+        for path, table in tables.items()
+    }
+
+    def loss_of(dense, deltas):
+        variables = merge_tables(tables, dense)
+        row_deltas = {(ROW_DELTAS, *path[1:]): d for path, d in deltas.items()}
+        return loss_fn(variables | traverse_util.unflatten_dict(row_deltas), batch)
+
+    loss, (g_dense, g_rows) = jax.value_and_grad(loss_of, argnums=(0, 1))(dense, deltas)
     updates, opt_state = tx.update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
-    rows = {"user": batch["users"], "item": batch["items"]}
     new_tables, moments = {}, {}
     for path, table in tables.items():
-        name, kind = "/".join(path), path[-2].rsplit("_", 1)[-1]
-        if kind not in rows:
-            raise ValueError(f"embedding {name} must be named *_user or *_item")
-        idx = rows[kind]
+        name = "/".join(path)
+        rows, grads = sum_duplicates(
+            ids[path].reshape(-1), g_rows[path].reshape(-1, table.shape[-1])
+        )
         new_tables[path], moments[name] = optim.lazy_adam_rows(
-            table,
-            state.table_moments[name],
-            idx,
-            g_tables[path].at[idx].get(mode="fill", fill_value=0),
-            state.step,
-            learning_rate=learning_rate,
+            table, state.table_moments[name], rows, grads, state.step, learning_rate=learning_rate
         )
     new_state = state.replace(
         step=state.step + 1,
@@ -105,6 +111,29 @@ def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learnin
         table_moments=moments,
     )
     return new_state, loss
+
+
+def _table_ids(path: tuple[str, ...], batch: Batches) -> jax.Array:
+    kind = path[-2].rsplit("_", 1)[-1]
+    if kind not in ("user", "item"):
+        raise ValueError(f"embedding {'/'.join(path)} must be named *_user or *_item")
+    return batch[kind + "s"]
+
+
+def sum_duplicates(ids: jax.Array, grads: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(ids sorted, each one's row of `grads` summed over all entries with that id).
+
+    ids: [n] int; grads: [n, d]. O(n log n): a sort of the ids and a segment sum, no buffer
+    of the table's size.
+    """
+    order = jnp.argsort(ids)
+    ids = ids[order]
+    new = jnp.concatenate([jnp.zeros(1, jnp.int32), (ids[1:] != ids[:-1]).astype(jnp.int32)])
+    segment = jnp.cumsum(new)
+    totals = jax.ops.segment_sum(
+        grads[order], segment, num_segments=ids.shape[0], indices_are_sorted=True
+    )
+    return ids, totals[segment]
 
 
 def make_loss_fn(apply_fn, model_config) -> LossFn:

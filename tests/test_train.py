@@ -109,28 +109,46 @@ def test_lazy_adam_rows_equal_optax_adam_when_every_row_is_updated():
     np.testing.assert_allclose(lazy, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows():
-    model = create_model(ModelConfig(model="neumf", num_factors=4, layers=(8, 4)), 10, 12)
+LAZY_CASES = {  # name -> (model config, batch ids); ids repeat so duplicates must be summed
+    "pointwise": (
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4)),
+        jnp.array([1, 1, 3, 7]),
+        jnp.array([2, 5, 5, 0]),
+    ),
+    "regularised": (
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4), reg_mf=0.1, reg_layers=(0.2, 0.3)),
+        jnp.array([1, 1, 3, 7]),
+        jnp.array([2, 5, 5, 0]),
+    ),
+    "grouped": (  # users [groups, 1] broadcast against items [groups, 1 + num_neg]
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4), reg_mf=0.1),
+        jnp.array([[1], [1], [6]]),
+        jnp.array([[2, 5, 9], [5, 0, 2], [11, 3, 2]]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAZY_CASES))
+def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(case):
+    config, users, items = LAZY_CASES[case]
+    model = create_model(config, 10, 12)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    loss_fn = train.make_loss_fn(model.apply, ModelConfig(model="neumf", num_factors=4))
+    loss_fn = train.make_loss_fn(model.apply, config)
     tx = optim.make_optimizer("adam", 0.01)
-    batch = {
-        "users": jnp.array([1, 1, 3, 7]),
-        "items": jnp.array([2, 5, 5, 0]),
-        "labels": jnp.array([1.0, 0.0, 1.0, 0.0]),
-        "weights": jnp.ones(4),
-    }
-    dense, _ = train.dense_step(
+    labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
+    batch = {"users": users, "items": items, "labels": labels, "weights": jnp.ones(items.shape)}
+    dense, dense_loss = train.dense_step(
         train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, tx=tx
     )
     lazy_state = train.create_train_state(params, tx, lazy=True)
-    lazy, _ = train.lazy_step(lazy_state, batch, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    lazy, lazy_loss = train.lazy_step(lazy_state, batch, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    np.testing.assert_allclose(lazy_loss, dense_loss, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
         dense.params,
         lazy.params,
     )
-    batch2 = dict(batch, users=jnp.array([0, 0, 0, 0]))
+    batch2 = dict(batch, users=jnp.zeros_like(users))
     lazy2, _ = train.lazy_step(lazy, batch2, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
     before, after = (
         lazy.params["params"]["mf_user"]["embedding"],
@@ -138,6 +156,44 @@ def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(
     )
     np.testing.assert_array_equal(before[1:], after[1:])  # rows not in the batch are untouched
     assert not np.array_equal(before[0], after[0])
+
+
+def test_sum_duplicates_against_numpy():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, size=40).astype(np.int32)
+    grads = rng.normal(size=(40, 3)).astype(np.float32)
+    rows, sums = train.sum_duplicates(jnp.asarray(ids), jnp.asarray(grads))
+    np.testing.assert_array_equal(rows, np.sort(ids))
+    for row, total in zip(np.asarray(rows), np.asarray(sums), strict=True):
+        np.testing.assert_allclose(total, grads[ids == row].sum(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_step_builds_nothing_of_a_table_size_but_the_updated_tables():
+    num_users, num_items = 1009, 1013  # table sizes that no batch-sized array has
+    config = ModelConfig(model="neumf", num_factors=4, layers=(8, 4), reg_mf=0.1)
+    model = create_model(config, num_users, num_items)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    tx = optim.make_optimizer("adam", 0.01)
+    state = train.create_train_state(params, tx, lazy=True)
+    batch = {
+        "users": jnp.arange(8),
+        "items": jnp.arange(8),
+        "labels": jnp.ones(8),
+        "weights": jnp.ones(8),
+    }
+    step = functools.partial(
+        train.lazy_step, loss_fn=train.make_loss_fn(model.apply, config), tx=tx, learning_rate=0.01
+    )
+    jaxpr = jax.make_jaxpr(step)(state, batch).jaxpr
+    table_sized = [
+        eqn.primitive.name
+        for eqn in jaxpr.eqns
+        for out in eqn.outvars
+        if getattr(out.aval, "shape", ())[:1] in ((num_users,), (num_items,))
+    ]
+    # four tables (mf_/mlp_ x user/item), each scattered back with its two Adam moments
+    assert table_sized and set(table_sized) == {"scatter"}, table_sized
+    assert len(table_sized) == 4 * 3
 
 
 def test_l2_penalty_by_hand():

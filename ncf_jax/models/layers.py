@@ -22,9 +22,26 @@ embedding_init = nn.initializers.normal(stddev=0.01)
 dense_init = nn.initializers.lecun_uniform()
 
 
+# The variable collection holding, per table, a zero-valued array added to the rows looked up
+# in a batch: the gradient with respect to it is the gradient with respect to those rows.
+# Row-sparse training (`ncf_jax.train.lazy_step`) differentiates that instead of the tables.
+ROW_DELTAS = "row_deltas"
+
+
+class Embed(nn.Embed):
+    """`nn.Embed` (same parameters) whose looked-up rows get `row_deltas/<name>/embedding`
+    added when the caller passes that collection; without it, a plain lookup."""
+
+    def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+        rows = super().__call__(inputs)
+        if self.has_variable(ROW_DELTAS, "embedding"):
+            rows = rows + self.get_variable(ROW_DELTAS, "embedding")
+        return rows
+
+
 def embed(name: str, num: int, features: int, ids: jnp.ndarray) -> jnp.ndarray:
     """Looks `ids` up in a fresh N(0, 0.01) table named `name` (call inside a compact module)."""
-    return nn.Embed(num, features, embedding_init=embedding_init, name=name)(ids)
+    return Embed(num, features, embedding_init=embedding_init, name=name)(ids)
 
 
 def concat(parts: Sequence[jnp.ndarray]) -> jnp.ndarray:
