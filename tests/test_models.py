@@ -140,6 +140,20 @@ def test_bad_model_config_is_refused(kwargs, message):
         ModelConfig(**kwargs)
 
 
+@pytest.mark.parametrize("name", ["MLP", "NeuMF", "FeatureNCF", "RatingMLP"])
+def test_every_tower_model_refuses_an_odd_embedding_width_and_bad_dropout(name):
+    from ncf_jax.models.features import FeatureNCF
+    from ncf_jax.models.rating import RatingMLP
+
+    cls = {"MLP": MLP, "NeuMF": NeuMF, "FeatureNCF": FeatureNCF, "RatingMLP": RatingMLP}[name]
+    cls(NU, NI, layers=(16, 8))  # valid
+    with pytest.raises(ValueError, match=f"{name} layers\\[0\\] must be an even"):
+        cls(NU, NI, layers=(15, 8))
+    if "dropout" in cls.__dataclass_fields__:
+        with pytest.raises(ValueError, match=f"{name} dropout must be in"):
+            cls(NU, NI, layers=(16, 8), dropout=1.0)
+
+
 def test_hot_loop_jit_keeps_dense_layers_in_xla_dots():
     """ncf_jax.xla.jit applies its CPU option: no dot of an MLP tower goes to a YNNPACK fusion."""
     from ncf_jax import xla

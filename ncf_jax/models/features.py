@@ -37,10 +37,7 @@ class FeatureNCF(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
-        if len(self.layers) < 1 or self.layers[0] % 2:
-            raise ValueError(f"FeatureNCF layers[0] must be an even width, got {self.layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"FeatureNCF dropout must be in [0, 1), got {self.dropout}")
+        layers.check_tower("FeatureNCF", self.layers, self.dropout)
         super().__post_init__()
 
     @nn.compact

@@ -74,6 +74,15 @@ class ConcatDense(nn.Module):
         return y
 
 
+def check_tower(model: str, sizes: Sequence[int], dropout: float = 0.0) -> None:
+    """Raises ValueError unless `sizes` (the `layers` of an MLP tower over a user and an item
+    embedding of `sizes[0] // 2` each) has an even first entry and `dropout` is in [0, 1)."""
+    if len(sizes) < 1 or sizes[0] % 2:
+        raise ValueError(f"{model} layers[0] must be an even embedding width, got {sizes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{model} dropout must be in [0, 1), got {dropout}")
+
+
 def tower(
     parts: Sequence[jnp.ndarray],
     sizes: Sequence[int],

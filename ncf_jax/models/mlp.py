@@ -23,8 +23,7 @@ class MLP(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
-        if len(self.layers) < 1 or self.layers[0] % 2:
-            raise ValueError(f"MLP layers[0] must be an even embedding width, got {self.layers}")
+        layers.check_tower("MLP", self.layers)
         super().__post_init__()
 
     @nn.compact

@@ -24,8 +24,7 @@ class NeuMF(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
-        if len(self.layers) < 1 or self.layers[0] % 2:
-            raise ValueError(f"NeuMF layers[0] must be an even embedding width, got {self.layers}")
+        layers.check_tower("NeuMF", self.layers)
         super().__post_init__()
 
     @nn.compact

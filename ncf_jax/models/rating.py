@@ -80,10 +80,7 @@ class RatingMLP(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def __post_init__(self):
-        if len(self.layers) < 1 or self.layers[0] % 2:
-            raise ValueError(f"RatingMLP layers[0] must be an even width, got {self.layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"RatingMLP dropout must be in [0, 1), got {self.dropout}")
+        layers.check_tower("RatingMLP", self.layers, self.dropout)
         _check_y_range(self.y_range, "RatingMLP")
         super().__post_init__()
 
