@@ -1,0 +1,207 @@
+"""Golden numbers: short runs of every task, asserted to the last digit.
+
+Each case is a task and its options (flag names, as a user writes them), trained for two epochs
+on tiny synthetic data with fixed seeds. `tests/golden.json` holds what the code produced when it
+was recorded; a refactor that changes any loss or metric, even in the last bit, fails here.
+
+XLA compiles for the host processor, so the summation order (and the last bits) can differ on
+another CPU: the values are compared exactly where the recording processor is this one, and to
+1e-4 relative elsewhere (the test says which). Record again, deliberately, with
+
+    python tests/test_golden.py --record
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import sys
+
+# As tests/conftest.py: eight host devices, so the recording runs what the tests run.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from ncf_jax import ctr, explicit, retrieval, runner  # noqa: E402
+from ncf_jax.config import ClickConfig, EvalConfig, ModelConfig, TrainConfig  # noqa: E402
+from ncf_jax.data import synthetic  # noqa: E402
+from ncf_jax.data.clicks import build_click_data  # noqa: E402
+from ncf_jax.data.types import InteractionData  # noqa: E402
+
+GOLDEN = pathlib.Path(__file__).with_name("golden.json")
+NCF = {"num_factors": 4, "layers": "8,4", "epochs": 2, "batch_size": 64, "learning_rate": 0.01}
+NCF |= {"top_k": 5}
+
+
+def _ncf_cases() -> dict:
+    cases = {}
+    for model in ("gmf", "mlp", "neumf", "mf"):
+        for layout in ("shuffled", "grouped"):
+            for lazy in (False, True):
+                name = f"ncf_{model}_{layout}" + ("_lazy" if lazy else "")
+                options = NCF | {"model": model, "batch_layout": layout, "lazy_embeddings": lazy}
+                cases[name] = ("ncf", options)
+    pretrain = {"mf_pretrain": "@ncf_gmf_shuffled", "mlp_pretrain": "@ncf_mlp_shuffled"}
+    cases["ncf_neumf_pretrained"] = ("ncf", NCF | {"model": "neumf"} | pretrain)
+    cases["ncf_neumf_seeds"] = ("ncf", NCF | {"model": "neumf", "seed": 3, "num_seeds": 2})
+    cases["ncf_neumf_full"] = ("ncf", NCF | {"model": "neumf", "eval_protocol": "full"})
+    return cases
+
+
+TWO_TOWER = {"embed_dim": 8, "epochs": 2, "batch_size": 64, "learning_rate": 0.01, "top_k": 5}
+TWO_TOWER |= {"eval_protocol": "full", "model": "two_tower"}
+RATING = {"num_factors": 4, "epochs": 2, "batch_size": 32, "learning_rate": 0.03}
+CLICKS = {"model": "feature_ncf", "layers": "16,16", "epochs": 2, "batch_size": 64}
+CLICKS |= {"learning_rate": 0.01, "top_k": 2}
+CASES = _ncf_cases() | {
+    f"two_tower_{loss}": ("two_tower", TWO_TOWER | {"loss": loss, "num_neg": 3})
+    for loss in ("bce", "softmax", "in_batch")
+}
+CASES |= {
+    "rating_biased_mf": ("rating", RATING | {"model": "biased_mf", "lr_schedule": "cosine"}),
+    "rating_mlp": ("rating", RATING | {"model": "rating_mlp", "layers": "8,4", "dropout": 0.1}),
+    "clicks_feature_ncf": ("clicks", CLICKS | {"dropout": 0.1}),
+}
+
+
+# ------------------------------------------------------------------------------- tiny data
+def ncf_data() -> InteractionData:
+    return synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=30)
+
+
+def two_tower_data() -> InteractionData:
+    return synthetic.planted(num_users=64, num_items=80, per_user=12, num_clusters=4)
+
+
+def rating_data() -> InteractionData:
+    rng = np.random.default_rng(0)
+    num_users, num_items = 30, 25
+    matrix = np.clip(3.0 + 0.8 * rng.normal(size=(num_users, 2)) @ rng.normal(size=(2, num_items)),
+                     1.0, 5.0)  # fmt: skip
+    users, items = np.divmod(np.arange(num_users * num_items), num_items)
+    test = rng.random(len(users)) < 0.1
+    split = lambda mask, prefix: {
+        f"{prefix}_users": users[mask].astype(np.int32),
+        f"{prefix}_items": items[mask].astype(np.int32),
+        f"{prefix}_ratings": matrix[users, items][mask].astype(np.float32),
+        f"{prefix}_timestamps": np.zeros(int(mask.sum()), np.int64),
+    }
+    return InteractionData(
+        name="planted",
+        num_users=num_users,
+        num_items=num_items,
+        **split(~test, "train"),
+        **split(test, "test"),
+        test_negatives=np.zeros((int(test.sum()), 0), np.int32),
+        test_negatives_mask=np.zeros((int(test.sum()), 0), bool),
+        user_ids=np.arange(num_users) + 1,
+        item_ids=np.arange(num_items) + 1,
+    )
+
+
+def click_data():
+    rng = np.random.default_rng(0)
+    n = 1200
+    x, c = rng.random(n), rng.choice(["a", "b", "c", "d"], n)
+    logit = 6 * (x - 0.5) + np.where(np.isin(c, ["a", "b"]), 2.0, -2.0)
+    frame = pd.DataFrame(
+        {"user": rng.integers(0, 30, n), "item": rng.integers(0, 20, n),
+         "label": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8),
+         "timestamp": np.zeros(n, np.int64), "x": x, "c": c}
+    )  # fmt: skip
+    return build_click_data(frame, ["x"], ["c"], name="planted", split="random", seed=0,
+                            test_fraction=0.2)  # fmt: skip
+
+
+# ----------------------------------------------------------------------- running one case
+def _configs(options: dict) -> tuple:
+    """(ModelConfig, TrainConfig, EvalConfig) of flag-named options."""
+    model_fields = {"model", "num_factors", "layers", "mf_pretrain", "mlp_pretrain", "embed_dim"}
+    model_fields |= {"dropout"}
+    train_fields = {"epochs", "batch_size", "learning_rate", "batch_layout", "lazy_embeddings"}
+    train_fields |= {"seed", "num_seeds", "loss", "num_neg", "lr_schedule"}
+    eval_fields = {"top_k": "top_k", "eval_protocol": "protocol"}
+    parse = lambda k, v: tuple(int(x) for x in v.split(",")) if k == "layers" else v
+    model = {k: parse(k, v) for k, v in options.items() if k in model_fields}
+    train = {k: v for k, v in options.items() if k in train_fields}
+    ev = {eval_fields[k]: v for k, v in options.items() if k in eval_fields}
+    return ModelConfig(**model), TrainConfig(**train), EvalConfig(**ev)
+
+
+def run_case(task: str, options: dict, workdir: pathlib.Path, workdirs: dict) -> dict:
+    options = {k: str(workdirs[v[1:]]) if str(v).startswith("@") else v for k, v in options.items()}
+    model, train, ev = _configs(options)
+    if task == "ncf":
+        return runner.train_and_evaluate(ncf_data(), model, train, ev, workdir)
+    if task == "two_tower":
+        return retrieval.train_and_evaluate_two_tower(two_tower_data(), model, train, ev, workdir)
+    if task == "rating":
+        return explicit.train_and_evaluate(rating_data(), model, train, ev, workdir)
+    return ctr.run_with_baseline(click_data(), model, train, ev, ClickConfig(), workdir)
+
+
+def digest(results: dict) -> dict:
+    """What must not change: losses and metrics of every epoch, the selection, the init."""
+    keep = lambda entry: {k: v for k, v in entry.items() if "seconds" not in k}
+    out = {
+        "best_epoch": results["best_epoch"],
+        "best": results["best"],
+        "init": results["init"],
+        "history": [keep(h) for h in results["history"]],
+    }
+    if "seeds" in results:
+        out["seeds"] = [[keep(h) for h in s["history"]] for s in results["seeds"]]
+    if "baseline" in results:
+        out["baseline"] = results["baseline"]
+    return out
+
+
+def processor() -> str:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run_all(root: pathlib.Path) -> dict:
+    workdirs, out = {}, {}
+    for name, (task, options) in CASES.items():
+        workdirs[name] = root / name
+        out[name] = digest(run_case(task, options, workdirs[name], workdirs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    return run_all(tmp_path_factory.mktemp("golden"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_numbers_are_the_recorded_ones(produced, name):
+    golden = json.loads(GOLDEN.read_text())
+    want, got = golden["cases"][name], produced[name]
+    if golden["processor"] == processor() and golden["jax"] == jax.__version__:
+        assert got == want, f"{name} changed (recorded on this processor and jax: exact)"
+    else:  # another CPU's codegen may reorder float sums; the structure must still match
+        flat = lambda tree: jax.tree_util.tree_flatten_with_path(tree)[0]
+        assert [p for p, _ in flat(got)] == [p for p, _ in flat(want)]
+        for (path, g), (_, w) in zip(flat(got), flat(want), strict=True):
+            assert g == pytest.approx(w, rel=1e-4, abs=1e-6), (name, path)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        raise SystemExit(__doc__)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = run_all(pathlib.Path(tmp))
+    record = {"processor": processor(), "jax": jax.__version__, "cases": cases}
+    GOLDEN.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"recorded {len(cases)} cases in {GOLDEN}")
