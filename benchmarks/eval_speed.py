@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import environment, median_seconds
-from ncf_jax import evaluate, retrieval
+from ncf_jax import evaluate
 from ncf_jax.data.types import csr_from_pairs
-from ncf_jax.models import TwoTower
+from ncf_jax.models import TwoTower, scoring
 
 ML_100K, ML_1M = (943, 1682, 100_000), (6040, 3706, 1_000_209)  # users, items, interactions
 
@@ -80,11 +80,11 @@ def dot_model(num_users, num_items, args):
 
 
 def two_tower_model(num_users, num_items, args):
-    """The registered TwoTower through `retrieval.score_fns`: what the scripts run."""
+    """The registered TwoTower through `scoring.score_fns`: what the scripts run."""
     model = TwoTower(num_users=num_users, num_items=num_items, embed_dim=16, cosine=True)
     dummy = jnp.zeros(1, jnp.int32)
     params = model.init(jax.random.key(2), dummy, dummy)
-    _, score_all_fn = retrieval.score_fns(model, num_items)
+    _, score_all_fn = scoring.score_fns(model, num_items)
     return score_all_fn, params, "TwoTower dim 16 (cosine)"
 
 

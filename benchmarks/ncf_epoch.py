@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import environment, median_seconds
-from ncf_jax import batching, interactions, optim, runner, train
-from ncf_jax.config import DataConfig, EvalConfig, ModelConfig
+from ncf_jax import batching, evaluate, interactions, optim, train
+from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.data import load_dataset, synthetic
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, scoring
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 CASES = {  # name -> ModelConfig
     "neumf-8": ModelConfig(model="neumf", num_factors=8, layers=(64, 32, 16, 8)),
@@ -56,8 +57,9 @@ def bench(
         return loss
 
     seconds, _ = median_seconds(run_epoch, reps)
-    evaluate = runner.make_evaluators(model.apply, data, EvalConfig())["test"]
-    eval_seconds, _ = median_seconds(lambda: evaluate(state[0].params, None), reps)
+    score_fns = scoring.score_fns(model, data.num_items)
+    evaluate_fn = evaluate.make_ranking_evaluators(*score_fns, data, EvalConfig())["test"]
+    eval_seconds, _ = median_seconds(lambda: evaluate_fn(state[0].params, None), reps)
     samples = len(data.train_users) * (1 + num_neg)
     return {
         "data": data.name,

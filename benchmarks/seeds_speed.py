@@ -1,6 +1,6 @@
 """Benchmark: N seeds in one vmapped run (`--num_seeds=N`) against one seed, same everything else.
 
-Runs `runner.train_and_evaluate` twice (1 seed, then N) and reports the wall time of each run
+Runs `tasks.train_and_evaluate` (NCF) twice (1 seed, then N) and reports the wall time of each run
 (compilation and evaluation included, as a user sees it), the summed per-epoch training time,
 and their ratios. Prints one JSON line per run, then a markdown table.
 
@@ -19,9 +19,11 @@ import time
 import jax
 
 from benchmarks.common import git_revision
-from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import tasks
+from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.data import load_dataset
-from ncf_jax.runner import train_and_evaluate
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
 
 
 def run(data, args, num_seeds: int) -> dict:
@@ -31,7 +33,8 @@ def run(data, args, num_seeds: int) -> dict:
     )
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        results = train_and_evaluate(data, model, train, EvalConfig(top_k=10), workdir)
+        configs = tasks.configs(tasks.ncf, model=model, train=train, eval=EvalConfig(top_k=10))
+        results = tasks.train_and_evaluate(tasks.ncf, data, configs, workdir)
         wall = time.perf_counter() - start
     epochs = results["history"]
     return {

@@ -37,10 +37,10 @@ import numpy as np
 from flax import traverse_util
 
 from benchmarks.common import git_revision, median_seconds
-from ncf_jax import batching, evaluate, interactions, optim, reporting, runner, train
-from ncf_jax.config import ModelConfig
+from ncf_jax import batching, evaluate, interactions, optim, reporting, train
 from ncf_jax.data import synthetic
-from ncf_jax.models import MODELS, create_model
+from ncf_jax.models import MODELS, create_model, scoring
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 # MLPerf NCF sizes (factors 64, MLP 256-256-128-64) for every model; two-tower: 128-d embeddings
 # and a 128-64 tower on each side (about the same dense work per sample).
@@ -172,13 +172,13 @@ def bench_eval(name, data, protocol, args, peaks) -> dict:
     users, items = data.test_users[:n], data.test_items[:n]
     if protocol == "sampled":
         fn = evaluate.make_sampled_evaluator(
-            runner.make_score_fn(model.apply), users, items, data.test_negatives[:n], k=10
+            scoring.make_score_fn(model.apply), users, items, data.test_negatives[:n], k=10
         )
         candidates = 1 + data.test_negatives.shape[1]
     else:
         indptr, indices = data.train_csr()
         fn = evaluate.make_full_evaluator(
-            runner.make_score_all_fn(model.apply, data.num_items),
+            scoring.make_score_all_fn(model.apply, data.num_items),
             users,
             items,
             indptr,

@@ -3,12 +3,10 @@
 python -m experiments.gmf --flagfile=experiments/configs/ml100k_gmf.flags --workdir=/tmp/gmf
 """
 
-from absl import app
+from ncf_jax import cli
+from ncf_jax.tasks import ncf
 
-from experiments import _train
-from ncf_jax import flags
-
-flags.define_run_flags(default_model="gmf")
+cli.define(ncf, defaults={"model": "gmf"})
 
 if __name__ == "__main__":
-    app.run(_train.main)
+    cli.run(ncf)

@@ -1,16 +1,14 @@
 """Train and evaluate NeuMF (He et al., WWW 2017), optionally pre-trained from GMF + MLP.
 
-Any registered model runs with --model=NAME (e.g. --model=mf). Example:
+Any registered pointwise model runs with --model=NAME (e.g. --model=mf). Example:
 
   python -m experiments.neumf --flagfile=experiments/configs/ml100k_neumf.flags --workdir=/tmp/neumf
 """
 
-from absl import app
+from ncf_jax import cli
+from ncf_jax.tasks import ncf
 
-from experiments import _train
-from ncf_jax import flags
-
-flags.define_run_flags(default_model="neumf")
+cli.define(ncf, defaults={"model": "neumf"})
 
 if __name__ == "__main__":
-    app.run(_train.main)
+    cli.run(ncf)

@@ -9,10 +9,12 @@ import json
 
 from absl import app
 
-from ncf_jax import flags
+from ncf_jax import cli, flags
+from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 
-flags.define_prepare_flags()
+flags.define_flags({"data": DataConfig})
+flags.define_bool("json", False, "Print the statistics as one JSON object.")
 
 
 def format_stats(stats: dict) -> str:
@@ -32,10 +34,10 @@ def format_stats(stats: dict) -> str:
 
 def main(argv):
     del argv
-    data = load_dataset(flags.data_config_from_flags())
+    data = load_dataset(flags.config_from_flags(DataConfig))
     stats = data.stats()
-    print(json.dumps(stats) if flags.FLAGS.json else format_stats(stats))
+    print(json.dumps(stats) if flags.value("json") else format_stats(stats))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.guarded(main))

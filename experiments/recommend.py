@@ -7,13 +7,12 @@ Prints one block per user: rank, item id, score and the title where the dataset 
 --noexclude_seen.
 """
 
-from absl import app, flags
+from absl import app
 
-from ncf_jax import flags as ncf_flags
+from ncf_jax import cli, flags
 from ncf_jax.recommend import load_run, recommend
 
-ncf_flags.define_recommend_flags()
-FLAGS = flags.FLAGS
+flags.define_recommend_flags()
 
 
 def format_recommendations(recommendations: list) -> str:
@@ -30,14 +29,11 @@ def format_recommendations(recommendations: list) -> str:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments: {argv[1:]}")
-    workdir = ncf_flags.workdir_from_flags()
-    if not FLAGS.users:
-        raise ValueError("--users is required: comma-separated ORIGINAL user ids, e.g. 1,42")
-    users = [u.strip() for u in FLAGS.users.split(",") if u.strip()]
-    run = load_run(workdir, data_dir=FLAGS.data_dir_override)
-    print(format_recommendations(recommend(run, users, FLAGS.k, exclude_seen=FLAGS.exclude_seen)))
+        raise flags.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdir, users, k, exclude_seen, data_dir = flags.recommend_request_from_flags()
+    run = load_run(workdir, data_dir=data_dir)
+    print(format_recommendations(recommend(run, users, k, exclude_seen=exclude_seen)))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.guarded(main))

@@ -1,8 +1,11 @@
-"""Stage: epoch batches. One epoch of (user, item, label) rows built and shuffled on device.
+"""Stage: epoch batches. One epoch of training rows built and shuffled on device, for every task.
 
-Each training positive contributes itself and `num_neg` fresh negatives; the rows are
-permuted and cut into `[steps, batch_size]`. The last batch is padded with weight-0 rows, so
-every sample is seen exactly once per epoch and no remainder is silently dropped.
+NCF: each training positive contributes itself and `num_neg` fresh negatives; the rows are
+permuted and cut into `[steps, batch_size]` (`epoch_batches`), or kept beside their negatives
+(`grouped_batches`). Two-tower: one row of candidates per positive (`candidate_batches`).
+Ratings and clicks: the labelled rows themselves, shuffled (`shuffled_batches`). The last batch
+is padded with weight-0 rows, so every sample is seen exactly once per epoch and no remainder is
+silently dropped.
 """
 
 from __future__ import annotations
@@ -104,3 +107,13 @@ def candidate_batches(
 
 # TrainConfig.batch_layout -> the function that builds a pointwise (BCE) epoch.
 LAYOUTS = {"shuffled": epoch_batches, "grouped": grouped_batches}
+
+
+def shuffled_batches(key: jax.Array, rows: dict, *, batch_size: int) -> Batches:
+    """One epoch of shuffled labelled `rows` (e.g. {"users", "items", "ratings"}) as
+    [steps, batch_size, ...] arrays, plus "weights" and one "dropout_key" per step: the epoch
+    key is split into one key per step, so dropout masks repeat exactly on resume."""
+    perm_key, dropout_key = jax.random.split(key)
+    batches = shuffle_into_batches(perm_key, rows, batch_size=batch_size)
+    steps = batches["weights"].shape[0]
+    return batches | {"dropout_key": jax.random.split(dropout_key, steps)}

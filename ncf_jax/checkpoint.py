@@ -1,7 +1,8 @@
 """Stage: checkpoint. Orbax save / restore of a TrainState plus JSON metadata.
 
-A run keeps two managers under WORKDIR/checkpoints/: `latest` (for resuming after a crash)
-and `best` (the selected epoch's model, which `--mf_pretrain` / recommendation commands read).
+A run keeps two managers under WORKDIR/checkpoints/: `latest` (for resuming after a crash; the
+two newest epochs, so a damaged newest one falls back to the one before) and `best` (the
+selected epoch's model, which `--mf_pretrain` / recommendation commands read).
 The state is saved as a plain nested dict (`flax.serialization.to_state_dict`) and restored
 onto a template, so any pytree state — optax states included — round-trips exactly.
 """
@@ -15,6 +16,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
 
+from ncf_jax.errors import CheckpointError
+
 
 class _QuietOrbax(logging_std.Filter):
     """Orbax logs a dozen INFO lines per save through absl; keep the epoch log readable."""
@@ -26,16 +29,17 @@ class _QuietOrbax(logging_std.Filter):
 logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
-def _manager(directory: str | pathlib.Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+def _manager(directory: str | pathlib.Path, keep: int = 1) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
     return ocp.CheckpointManager(
         pathlib.Path(directory).absolute(), options=options, item_names=("state", "meta")
     )
 
 
-def save(directory, step: int, state, meta: dict) -> None:
-    """Saves `state` (any Flax-serialisable pytree) and JSON `meta` as `step`, keeping one."""
-    with _manager(directory) as manager:
+def save(directory, step: int, state, meta: dict, *, keep: int = 1) -> None:
+    """Saves `state` (any Flax-serialisable pytree) and JSON `meta` as `step`; the newest `keep`
+    steps are kept."""
+    with _manager(directory, keep) as manager:
         manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -53,10 +57,18 @@ def latest_step(directory) -> int | None:
         return manager.latest_step()
 
 
-def restore(directory, template=None):
-    """(state, meta) of the latest step; `state` takes `template`'s structure when given,
-    else it is the saved nested dict of NumPy arrays. Raises FileNotFoundError if empty."""
-    step = latest_step(directory)
+def all_steps(directory) -> list[int]:
+    """The saved steps, oldest first ([] without any)."""
+    if not pathlib.Path(directory).exists():
+        return []
+    with _manager(directory) as manager:
+        return sorted(manager.all_steps())
+
+
+def restore(directory, template=None, *, step: int | None = None):
+    """(state, meta) of `step` (default: the latest); `state` takes `template`'s structure when
+    given, else it is the saved nested dict of NumPy arrays. FileNotFoundError if empty."""
+    step = latest_step(directory) if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {directory}")
     with _manager(directory) as manager:
@@ -71,6 +83,26 @@ def restore(directory, template=None):
     if template is not None:
         state = serialization.from_state_dict(template, state)
     return state, restored["meta"]
+
+
+def restore_intact(directory, template):
+    """(state, meta) of the newest step that can be read; older ones are tried when the newest
+    is damaged (and a warning says so). CheckpointError when none can be read."""
+    failures = []
+    for step in reversed(all_steps(directory)):
+        try:
+            state, meta = restore(directory, template, step=step)
+        except Exception as error:  # orbax, JSON and shape errors all mean "cannot use this one"
+            failures.append(f"step {step}: {type(error).__name__}: {str(error)[:200]}")
+            continue
+        if failures:
+            logging.warning("checkpoint(s) of %s unreadable (%s); resumed from step %d",
+                            directory, "; ".join(failures), step)  # fmt: skip
+        return state, meta
+    raise CheckpointError(
+        f"no readable checkpoint in {directory} ({'; '.join(failures) or 'no steps'}): delete "
+        f"{pathlib.Path(directory).parent.parent} (or its checkpoints/ folder) to start fresh"
+    )
 
 
 def restore_params(workdir_or_checkpoint) -> tuple[dict, dict]:

@@ -1,8 +1,14 @@
-"""Frozen configuration for every stage: data, model, training, evaluation.
+"""Frozen configuration: each option is one dataclass field carrying its flag's help text.
 
-Each dataclass validates itself at construction, so a bad value stops a run before any work,
-with a message that says what was wrong and how to fix it. Only `ncf_jax.flags` builds these from
-absl flags; library code receives them as plain arguments.
+A field made by `option(...)` knows its command-line flag (its own name unless `flag=`), its
+help, its choices, how to parse the flag's text, its own check and whether it may change when a
+run resumes. `ncf_jax.flags` generates absl flags from these fields and nothing else, so an
+option is written once. Configs validate themselves at construction: a bad value stops a run
+before any work with a `UsageError` that says what was wrong and how to fix it.
+
+The configs here are shared by several tasks (data, the common training options, ranking
+evaluation, the click log's columns); each task adds its own in `ncf_jax.tasks.<task>`. Fields
+shared by several configs are made by one factory below (`num_neg()`, `layers()`, ...).
 """
 
 from __future__ import annotations
@@ -10,6 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from ncf_jax.errors import UsageError
 
 SPLITS = ("loo", "temporal", "random")
 TIES = ("pessimistic", "optimistic", "random")
@@ -17,20 +27,204 @@ LEARNERS = ("adam", "adagrad", "rmsprop", "sgd", "adamw")
 TRAIN_NEGATIVES_EXCLUDE = ("train", "known")
 EVAL_PROTOCOLS = ("sampled", "full")
 EPOCH_SELECTIONS = ("test", "valid")
-LOSSES = ("bce", "softmax", "in_batch")
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
-BATCH_LAYOUTS = ("shuffled", "grouped")
-# TrainConfig fields only the NCF runner (experiments.gmf/mlp/neumf) implements; the other
-# drivers refuse a non-default value of them (TrainConfig.require_defaults).
-NCF_RUNNER_ONLY = (
-    "num_seeds",
-    "mesh_model",
-    "lr_warmup_steps",
-    "adam_b1",
-    "adam_b2",
-    "adam_eps",
-    "batch_layout",
-)
+CLICK_SPLITS = ("last_day", "random")
+
+
+# --------------------------------------------------------------------------- the option field
+def option(
+    default,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple | None = None,
+    parse: Callable[[str], Any] | None = None,
+    check: Callable[[Any], bool] | None = None,
+    message: str | None = None,
+    resume_safe: bool = False,
+):
+    """A dataclass field that is also a command-line option.
+
+    flag: the flag's name (default: the field's name). choices: allowed values (an enum flag).
+    parse: text -> value for options given as text (lists, 'none'); `default` stays a value.
+    check, message: the field's own validation and the error it raises (`{flag}` and `{value}`
+      are filled in). resume_safe: the option may differ when a run resumes (it cannot change
+      what is learned, e.g. `--epochs` raised to train on).
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "parse": parse, "check": check}
+    metadata |= {"message": message, "resume_safe": resume_safe}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_name(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or field.name
+
+
+def validate(config) -> None:
+    """Runs every field's choices and check; call first in `__post_init__`."""
+    for field in dataclasses.fields(config):
+        value, meta, name = getattr(config, field.name), field.metadata, flag_name(field)
+        if meta.get("choices") and value not in meta["choices"]:
+            raise UsageError(f"--{name} must be one of {meta['choices']}, got {value!r}")
+        if meta.get("check") and not meta["check"](value):
+            raise UsageError(meta["message"].format(flag=f"--{name}", value=value))
+
+
+def require(condition: bool, message: str) -> None:
+    """A check across fields: UsageError(message) unless `condition`."""
+    if not condition:
+        raise UsageError(message)
+
+
+def parse_list(text: str, cast, name: str) -> tuple:
+    """'64,32,16,8' or the authors' '[64,32,16,8]' -> (64, 32, 16, 8)."""
+    body = text.strip().strip("[]").strip()
+    try:
+        return tuple(cast(x) for x in body.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--{name} must be a comma-separated list, got {text!r}") from None
+
+
+def resume_options(configs: dict) -> dict:
+    """{"<config>.<field>": value} of the options that define a run (resume_safe ones left out),
+    JSON-ready: what WORKDIR records and compares when it resumes."""
+    out = {}
+    for name, config in configs.items():
+        if config is None:
+            continue
+        for field in dataclasses.fields(config):
+            if not field.metadata.get("resume_safe"):
+                value = getattr(config, field.name)
+                out[f"{name}.{field.name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def from_options(cls, options: dict):
+    """A config of class `cls` from {flag: value} (values as the flag's text or as values);
+    options that are not flags of `cls` are ignored."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        name = flag_name(field)
+        if name in options:
+            value, parse = options[name], field.metadata.get("parse")
+            values[field.name] = parse(value) if parse and isinstance(value, str) else value
+    return cls(**values)
+
+
+def from_dict(cls, saved: dict):
+    """A config from its saved dict (JSON lists back to tuples; unknown keys dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
+    return cls(**values)
+
+
+# ---------------------------------------------------------------- fields shared by several tasks
+def ints(name: str):
+    return lambda text: parse_list(text, int, name)
+
+
+def floats(name: str):
+    return lambda text: parse_list(text, float, name)
+
+
+def strings(name: str):
+    return lambda text: parse_list(text, str, name)
+
+
+def positive() -> dict:
+    return {"check": lambda v: v > 0, "message": "{flag} must be > 0, got {value}"}
+
+
+def at_least(low) -> dict:
+    return {"check": lambda v: v >= low, "message": f"{{flag}} must be >= {low}, got {{value}}"}
+
+
+def num_factors(default: int = 8):
+    return option(default, "GMF / MF embedding size.", **positive())
+
+
+def layers(default=(64, 32, 16, 8)):
+    help_text = "MLP widths; the first is the concatenated user+item embedding width."
+    return option(default, help_text, parse=ints("layers"))
+
+
+def reg_mf():
+    return option(0.0, "L2 on GMF/MF embedding rows.", **at_least(0))
+
+
+def reg_layers():
+    return option(
+        (0.0,), "L2 per MLP layer (one value, or one per layer).", parse=floats("reg_layers")
+    )
+
+
+def dtype():
+    return option("float32", "Activation dtype.", choices=("float32", "bfloat16"))
+
+
+def dropout():
+    return option(
+        0.0,
+        "Dropout after each dense layer.",
+        check=lambda v: 0.0 <= v < 1.0,
+        message="{flag} must be in [0, 1), got {value}",
+    )
+
+
+def num_neg():
+    return option(4, "Negatives per training positive.", **at_least(1))
+
+
+def negatives_exclude():
+    return option(
+        "train",
+        "train: negatives avoid training items (authors); known: also held-out items.",
+        choices=TRAIN_NEGATIVES_EXCLUDE,
+    )
+
+
+def lazy_embeddings():
+    return option(
+        False, "Row-sparse Adam for embedding tables (faster on CPU; dense is paper-faithful)."
+    )
+
+
+def weight_decay():
+    return option(
+        0.0,
+        "Weight decay on all parameters: decoupled for --learner=adamw, else an L2 gradient term.",
+        **at_least(0),
+    )
+
+
+def lr_schedule():
+    return option(
+        "constant",
+        "Learning-rate schedule over the whole run (peak = --learning_rate).",
+        choices=LR_SCHEDULES,
+    )
+
+
+def top_k():
+    return option(10, "K of HR@K, NDCG@K, ...", **at_least(1))
+
+
+def chunk_size(default: int = 1024):
+    return option(
+        default,
+        "Users (or rows) scored at once.",
+        flag="eval_chunk_size",
+        resume_safe=True,
+        **at_least(1),
+    )
+
+
+def select_epoch():
+    return option(
+        "test",
+        "Reported epoch: best on test (authors) or on the validation split (needs --validation).",
+        choices=EPOCH_SELECTIONS,
+    )
 
 
 def default_data_dir() -> pathlib.Path:
@@ -38,60 +232,88 @@ def default_data_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("NCF_JAX_DATA", "~/.cache/ncf_jax")).expanduser()
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+def none_if_empty(text: str):
+    return text or None
 
 
+def _separator(text: str) -> str:
+    return text.replace("\\t", "\t")
+
+
+# ----------------------------------------------------------------------------- shared configs
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which dataset, and how it is preprocessed and split.
+    """Which dataset, and how it is preprocessed and split (every task reads it).
 
     dataset: "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest", "ml-latest-small",
       "ncf:<name>" (the NCF authors' format, files DATA_DIR/<name>.train.rating etc.), or
       "csv:<path>" (a generic interaction file; see the csv_* fields).
-    data_dir: cache and input folder; None means `default_data_dir()`.
     split: "loo" (leave-one-out by latest timestamp), "temporal" (global, by time fraction)
       or "random" (holdout by fraction). Ignored for "ncf:" datasets (already split).
-    test_fraction: fraction of interactions held out by "temporal" / "random".
-    validation: hold out a validation item per user (loo) or a validation fraction.
-    num_test_negatives: sampled negatives per test (and validation) pair; 0 for none.
-    rating_threshold: None keeps every rating as a positive; else rating >= threshold.
-    test_rating_threshold: None, or keep only test pairs rated >= it (temporal/random splits).
-    min_user_interactions, min_item_interactions: filters applied before splitting.
-    seed: drives every random choice of the data layer.
-    csv_*: column names of a "csv:" dataset; csv_sep is the field separator.
-    cache: reuse the preprocessed .npz under data_dir/processed/.
+    seed: drives every random choice of the data layer (flag --data_seed, kept apart from
+      --seed so that every training seed is scored on the same test set).
     """
 
-    dataset: str = "ml-100k"
-    data_dir: str | None = None
-    split: str = "loo"
-    test_fraction: float = 0.2
-    validation: bool = False
-    num_test_negatives: int = 99
-    rating_threshold: float | None = None
-    test_rating_threshold: float | None = None
-    min_user_interactions: int = 0
-    min_item_interactions: int = 0
-    seed: int = 0
-    csv_user_col: str = "user"
-    csv_item_col: str = "item"
-    csv_rating_col: str | None = "rating"
-    csv_timestamp_col: str | None = "timestamp"
-    csv_sep: str = ","
-    cache: bool = True
+    dataset: str = option(
+        "ml-100k",
+        "ml-100k | ml-1m | ml-10m | ml-20m | ml-25m | ml-latest | ml-latest-small | "
+        "ncf:<name> (NCF authors' format) | csv:<path>.",
+        check=bool,
+        message="{flag} must name a dataset, e.g. ml-100k or ncf:ml-1m",
+    )
+    data_dir: str | None = option(
+        None,
+        "Dataset cache and input folder (default: $NCF_JAX_DATA, else ~/.cache/ncf_jax).",
+        resume_safe=True,
+    )
+    split: str = option("loo", "Test split.", choices=SPLITS)
+    test_fraction: float = option(
+        0.2,
+        "Held-out fraction (temporal/random).",
+        check=lambda v: 0.0 < v < 1.0,
+        message="{flag} must be in (0, 1), got {value}",
+    )
+    validation: bool = option(
+        False, "Hold out a validation item per user (loo) or fraction, for honest selection."
+    )
+    num_test_negatives: int = option(
+        99, "Sampled negatives per test (and validation) pair; 0 for none.", **at_least(0)
+    )
+    rating_threshold: float | None = option(
+        None, "Keep ratings >= this as positives (default: every rating is a positive)."
+    )
+    test_rating_threshold: float | None = option(
+        None, "Keep only test interactions rated >= this (temporal/random splits)."
+    )
+    min_user_interactions: int = option(0, "Drop users with fewer.", **at_least(0))
+    min_item_interactions: int = option(0, "Drop items with fewer.", **at_least(0))
+    seed: int = option(0, "Seed of the data split and test negatives.", flag="data_seed")
+    csv_user_col: str = option("user", "csv: user column.")
+    csv_item_col: str = option("item", "csv: item column.")
+    csv_rating_col: str | None = option(
+        "rating", "csv: rating column ('' = none).", parse=none_if_empty
+    )
+    csv_timestamp_col: str | None = option(
+        "timestamp", "csv: timestamp column ('' = none).", parse=none_if_empty
+    )
+    csv_date_col: str | None = option(
+        None,
+        "csv: a date column (ISO 8601, e.g. 2005-09-06) timing the rows, instead of "
+        "--csv_timestamp_col (leave that empty).",
+        parse=none_if_empty,
+    )
+    csv_sep: str = option(",", "csv: field separator ('\\t' = tab).", parse=_separator)
+    cache: bool = option(
+        True, "Reuse the preprocessed .npz cache.", flag="data_cache", resume_safe=True
+    )
 
     def __post_init__(self):
-        _check(bool(self.dataset), "--dataset must name a dataset, e.g. ml-100k or ncf:ml-1m")
-        _check(self.split in SPLITS, f"--split must be one of {SPLITS}, got {self.split!r}")
-        _check(
-            0.0 < self.test_fraction < 1.0,
-            f"--test_fraction must be in (0, 1), got {self.test_fraction}",
+        validate(self)
+        require(
+            self.csv_date_col is None
+            or (self.dataset.startswith("csv:") and not self.csv_timestamp_col),
+            "--csv_date_col needs --dataset=csv:<path> and an empty --csv_timestamp_col",
         )
-        _check(self.num_test_negatives >= 0, "--num_test_negatives must be >= 0")
-        _check(self.min_user_interactions >= 0, "--min_user_interactions must be >= 0")
-        _check(self.min_item_interactions >= 0, "--min_item_interactions must be >= 0")
 
     @property
     def root(self) -> pathlib.Path:
@@ -99,245 +321,77 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Which model and its sizes (the NCF authors' flag names).
-
-    num_factors: GMF / MF embedding size ("predictive factors" for GMF; NeuMF's GMF part).
-    layers: MLP widths; layers[0] is the concatenated embedding width (authors' convention).
-    reg_mf: L2 on the GMF/MF embedding rows looked up in a batch.
-    reg_layers: L2 per MLP layer: [embedding rows, dense_0, dense_1, ...]; one value broadcasts.
-    mf_pretrain, mlp_pretrain: checkpoint folders of trained GMF and MLP (NeuMF only).
-    alpha: weight of GMF in the pre-trained NeuMF output layer.
-    dtype: activation dtype ("float32" or "bfloat16"); parameters stay float32.
-    embed_dim, tower_layers: two-tower embedding size and the widths of the MLP after it
-      (empty: the embedding is the tower's output).
-    cosine, temperature: two-tower score = <u, v> / temperature, u and v L2-normalised if cosine.
-    y_range: rating models squash their output to (low, high) with a scaled sigmoid; None: raw.
-    dropout: dropout rate after each dense layer of the rating MLP and the feature model.
-    """
-
-    model: str = "neumf"
-    num_factors: int = 8
-    layers: tuple[int, ...] = (64, 32, 16, 8)
-    reg_mf: float = 0.0
-    reg_layers: tuple[float, ...] = (0.0,)
-    mf_pretrain: str | None = None
-    mlp_pretrain: str | None = None
-    alpha: float = 0.5
-    dtype: str = "float32"
-    embed_dim: int = 16
-    tower_layers: tuple[int, ...] = ()
-    cosine: bool = False
-    temperature: float = 1.0
-    y_range: tuple[float, float] | None = (0.0, 5.5)
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        _check(self.num_factors > 0, f"--num_factors must be > 0, got {self.num_factors}")
-        _check(
-            len(self.layers) >= 1 and all(w > 0 for w in self.layers) and self.layers[0] % 2 == 0,
-            f"--layers must be positive widths with an even first entry, got {self.layers}",
-        )
-        _check(
-            len(self.reg_layers) in (1, len(self.layers)),
-            f"--reg_layers needs 1 or {len(self.layers)} values (one per layer), "
-            f"got {self.reg_layers}",
-        )
-        _check(self.reg_mf >= 0 and min(self.reg_layers) >= 0, "--reg_mf/--reg_layers must be >= 0")
-        _check(0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], got {self.alpha}")
-        _check(
-            (self.mf_pretrain is None) == (self.mlp_pretrain is None),
-            "--mf_pretrain and --mlp_pretrain must be given together",
-        )
-        _check(
-            self.mf_pretrain is None or self.model == "neumf",
-            "--mf_pretrain/--mlp_pretrain apply to --model=neumf only",
-        )
-        _check(self.dtype in ("float32", "bfloat16"), "--dtype must be float32 or bfloat16")
-        _check(self.embed_dim > 0, f"--embed_dim must be > 0, got {self.embed_dim}")
-        _check(
-            all(w > 0 for w in self.tower_layers),
-            f"--tower_layers must be positive widths, got {self.tower_layers}",
-        )
-        _check(self.temperature > 0, f"--temperature must be > 0, got {self.temperature}")
-        _check(
-            self.y_range is None or (len(self.y_range) == 2 and self.y_range[0] < self.y_range[1]),
-            f"--y_range must be 'low,high' with low < high (or 'none'), got {self.y_range}",
-        )
-        _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def pretrained(self) -> bool:
-        return self.mf_pretrain is not None
-
-    def layer_reg(self, i: int) -> float:
-        """L2 coefficient of MLP layer i (0 = the embedding rows)."""
-        return self.reg_layers[0] if len(self.reg_layers) == 1 else self.reg_layers[i]
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How to train.
+    """The training options every task reads; a task's own train config extends it."""
 
-    num_neg: sampled negatives per training positive, redrawn every epoch.
-    negatives_exclude: "train" (authors: only the user's training items are excluded) or
-      "known" (also the validation and test items, so a held-out item is never a negative).
-    learner: optax optimiser; pretrain_learner: the optimiser NeuMF continues with after
-      pre-training ("sgd", the paper's text, or "same", the authors' README command).
-    lazy_embeddings: row-sparse Adam for embedding tables (only rows in the batch are updated);
-      False is the paper-faithful dense update.
-    batch_layout: "shuffled" (paper: every sample shuffled on its own into batches of
-      batch_size) or "grouped" (each positive stays beside its num_neg negatives; batches of
-      batch_size // (1 + num_neg) groups; the user's share of the MLP's first layer is then
-      computed once per group). NCF (pointwise BCE) models only.
-    loss: "bce" (pointwise; the only loss of the NCF models), or for two-tower models "softmax"
-      (cross-entropy over the positive and its num_neg negatives) or "in_batch" (sampled softmax
-      over the batch's positives with log-Q correction; num_neg is unused).
-    weight_decay: optimiser weight decay on every parameter (rating and feature drivers): the
-      decoupled AdamW decay for learner "adamw", an L2 gradient term for the other learners.
-    lr_schedule: "constant", "cosine" (decay to 0 over the run) or "onecycle" (warm up to
-      learning_rate over 30% of the steps, then anneal); rating and feature drivers.
-    lr_warmup_steps: the learning rate rises linearly from 0 over this many steps (0: constant).
-    adam_b1, adam_b2, adam_eps: Adam's (and AdamW's) moment decays and epsilon; the defaults are
-      optax's, the MLPerf large-batch NCF uses b1=0.25, b2=0.5.
-    num_seeds: train this many replicas (seeds seed, seed+1, ...) at once with jax.vmap.
-    mesh_model: devices on the mesh's "model" axis (embedding tables split by rows over them);
-      the other devices split each batch ("data" axis). 1 = pure data parallelism.
-    """
-
-    epochs: int = 20
-    batch_size: int = 256
-    num_neg: int = 4
-    negatives_exclude: str = "train"
-    learner: str = "adam"
-    learning_rate: float = 0.001
-    pretrain_learner: str = "sgd"
-    lazy_embeddings: bool = False
-    batch_layout: str = "shuffled"
-    seed: int = 0
-    loss: str = "bce"
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_warmup_steps: int = 0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    num_seeds: int = 1
-    mesh_model: int = 1
+    epochs: int = option(20, "Training epochs.", resume_safe=True, **at_least(1))
+    batch_size: int = option(256, "Rows per step.", **at_least(1))
+    learner: str = option("adam", "Optimiser.", choices=LEARNERS)
+    learning_rate: float = option(0.001, "Learning rate.", **positive())
+    seed: int = option(0, "Seed of initialisation and training.")
 
     def __post_init__(self):
-        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}")
-        _check(self.num_neg >= 1, f"--num_neg must be >= 1, got {self.num_neg}")
-        _check(
-            self.negatives_exclude in TRAIN_NEGATIVES_EXCLUDE,
-            f"--negatives_exclude must be one of {TRAIN_NEGATIVES_EXCLUDE}",
-        )
-        _check(self.learner in LEARNERS, f"--learner must be one of {LEARNERS}")
-        _check(
-            self.pretrain_learner in (*LEARNERS, "same"),
-            f"--pretrain_learner must be 'same' or one of {LEARNERS}",
-        )
-        _check(self.learning_rate > 0, f"--learning_rate must be > 0, got {self.learning_rate}")
-        _check(
-            not (self.lazy_embeddings and self.learner != "adam"),
-            "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
-        )
-        _check(self.loss in LOSSES, f"--loss must be one of {LOSSES}, got {self.loss!r}")
-        _check(
-            self.batch_layout in BATCH_LAYOUTS,
-            f"--batch_layout must be one of {BATCH_LAYOUTS}, got {self.batch_layout!r}",
-        )
-        _check(
-            self.batch_layout == "shuffled" or self.batch_size >= 1 + self.num_neg,
-            f"--batch_layout=grouped needs --batch_size >= 1 + --num_neg = {1 + self.num_neg}",
-        )
-        _check(self.weight_decay >= 0, f"--weight_decay must be >= 0, got {self.weight_decay}")
-        _check(self.lr_schedule in LR_SCHEDULES, f"--lr_schedule must be one of {LR_SCHEDULES}")
-        _check(
-            not (self.lazy_embeddings and self.weight_decay),
-            "--weight_decay does not reach row-sparse tables: use --reg_mf without "
-            "--lazy_embeddings, or drop --lazy_embeddings",
-        )
-        _check(self.lr_warmup_steps >= 0, "--lr_warmup_steps must be >= 0")
-        _check(
-            0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1 and self.adam_eps > 0,
-            "--adam_b1 and --adam_b2 must be in [0, 1) and --adam_eps > 0",
-        )
-        default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
-        _check(
-            not (self.lazy_embeddings and not default_adam),
-            "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
-        )
-        _check(self.num_seeds >= 1, f"--num_seeds must be >= 1, got {self.num_seeds}")
-        _check(self.mesh_model >= 1, f"--mesh_model must be >= 1, got {self.mesh_model}")
-
-    def require_defaults(self, driver: str, *fields: str) -> None:
-        """A driver that does not implement `fields` refuses any non-default value of them, so
-        no flag is silently ignored (e.g. `--num_seeds` outside the NCF scripts)."""
-        default = TrainConfig()
-        for name in fields:
-            value = getattr(self, name)
-            _check(
-                value == getattr(default, name),
-                f"--{name}={value} is not supported by {driver}: drop it "
-                f"(the NCF scripts experiments.gmf/mlp/neumf support it)",
-            )
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """How to evaluate: K, the tie policy, the protocol and how the reported epoch is chosen."""
+    """Ranking evaluation (NCF and two-tower): K, ties, the protocol and the reported epoch."""
 
-    top_k: int = 10
-    ties: str = "pessimistic"
-    protocol: str = "sampled"
-    select_epoch: str = "test"
-    chunk_size: int = 1024
+    top_k: int = top_k()
+    ties: str = option(
+        "pessimistic",
+        "Held-out item tied with a negative: pessimistic ranks it below, optimistic above.",
+        choices=TIES,
+    )
+    protocol: str = option(
+        "sampled",
+        "sampled: held-out item vs its sampled negatives; full: rank the whole catalogue.",
+        flag="eval_protocol",
+        choices=EVAL_PROTOCOLS,
+    )
+    select_epoch: str = select_epoch()
+    chunk_size: int = chunk_size()
 
     def __post_init__(self):
-        _check(self.top_k >= 1, f"--top_k must be >= 1, got {self.top_k}")
-        _check(self.ties in TIES, f"--ties must be one of {TIES}")
-        _check(self.protocol in EVAL_PROTOCOLS, f"--eval_protocol must be one of {EVAL_PROTOCOLS}")
-        _check(
-            self.select_epoch in EPOCH_SELECTIONS,
-            f"--select_epoch must be one of {EPOCH_SELECTIONS}",
-        )
-        _check(self.chunk_size >= 1, "--eval_chunk_size must be >= 1")
-
-
-CLICK_SPLITS = ("last_day", "random")
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class ClickConfig:
-    """The click-through task with side features (`ncf_jax.ctr`, `ncf_jax.data.clicks`).
+    """The click log's columns and split (`ncf_jax.data.clicks`; the data side of the task).
 
-    label_col, continuous_cols, categorical_cols: columns of a "csv:" click log (user, item,
-      timestamp and separator come from DataConfig's csv_* fields).
+    continuous_cols, categorical_cols: columns of a "csv:" click log (user, item, timestamp and
+      separator come from DataConfig's csv_* fields).
     split: "last_day" (each user's rows on their latest day are test; users active on one day
       only stay in train) or "random" (a seeded DataConfig.test_fraction of the rows).
-    rating_threshold: built-in MovieLens task: label = rating >= it.
-    categorical_dim: embedding width of each categorical feature.
-    threshold: probability cut of precision / recall / F1.
-    fpr_weight: the reported best threshold maximises TPR - fpr_weight * FPR.
-    baseline: also train the same model without features, reported under "baseline".
     """
 
-    label_col: str = "label"
-    continuous_cols: tuple[str, ...] = ()
-    categorical_cols: tuple[str, ...] = ()
-    split: str = "last_day"
-    rating_threshold: float = 4.0
-    categorical_dim: int = 4
-    threshold: float = 0.5
-    fpr_weight: float = 1.0
-    baseline: bool = True
+    label_col: str = option("label", "csv: 0/1 label column.", flag="click_label_col")
+    continuous_cols: tuple[str, ...] = option(
+        (),
+        "csv: continuous feature columns, comma-separated (min-max scaled on train).",
+        flag="click_continuous_cols",
+        parse=strings("click_continuous_cols"),
+    )
+    categorical_cols: tuple[str, ...] = option(
+        (),
+        "csv: categorical feature columns, comma-separated (train vocabulary + OOV bucket).",
+        flag="click_categorical_cols",
+        parse=strings("click_categorical_cols"),
+    )
+    split: str = option(
+        "last_day",
+        "last_day: each user's latest day (of --csv_timestamp_col) is test; random: a seeded "
+        "--test_fraction of rows.",
+        flag="click_split",
+        choices=CLICK_SPLITS,
+    )
+    rating_threshold: float = option(
+        4.0, "Built-in MovieLens task: label = rating >= this.", flag="click_rating_threshold"
+    )
 
     def __post_init__(self):
-        _check(self.split in CLICK_SPLITS, f"--click_split must be one of {CLICK_SPLITS}")
-        _check(self.categorical_dim >= 1, "--categorical_dim must be >= 1")
-        _check(0.0 <= self.threshold <= 1.0, f"--threshold must be in [0, 1], got {self.threshold}")
-        _check(self.fpr_weight >= 0, f"--fpr_weight must be >= 0, got {self.fpr_weight}")
+        validate(self)
         both = set(self.continuous_cols) & set(self.categorical_cols)
-        _check(not both, f"columns {sorted(both)} are both continuous and categorical")
+        require(not both, f"columns {sorted(both)} are both continuous and categorical")

@@ -21,7 +21,8 @@ import numpy as np
 
 from ncf_jax import metrics, xla
 from ncf_jax.config import TIES
-from ncf_jax.data.types import csr_from_pairs
+from ncf_jax.data.types import InteractionData, csr_from_pairs
+from ncf_jax.errors import UsageError
 
 Evaluator = Callable[..., dict[str, jax.Array]]
 
@@ -257,5 +258,60 @@ def make_full_evaluator(
 
     def evaluate(params) -> dict[str, jax.Array]:
         return _evaluate(params, data)
+
+    return evaluate
+
+
+# ------------------------------------------------------------------ evaluators of a dataset
+def make_ranking_evaluators(score_fn, score_all_fn, data: InteractionData, eval_config) -> dict:
+    """{"test": evaluate, "valid": evaluate?} for `eval_config.protocol` ("sampled": the held-out
+    item against its sampled negatives; "full": the whole catalogue, training items excluded).
+    Every evaluator takes `(params, key)`."""
+    c = eval_config
+    splits = ("test", "valid") if data.has_validation else ("test",)
+    result = {}
+    for prefix in splits:
+        users, items = getattr(data, f"{prefix}_users"), getattr(data, f"{prefix}_items")
+        if c.protocol == "sampled":
+            negatives = getattr(data, f"{prefix}_negatives")
+            if negatives.shape[1] == 0:
+                raise UsageError(
+                    "--eval_protocol=sampled needs test negatives: set --num_test_negatives > 0 "
+                    "or use --eval_protocol=full"
+                )
+            result[prefix] = make_sampled_evaluator(
+                score_fn,
+                users,
+                items,
+                negatives,
+                getattr(data, f"{prefix}_negatives_mask"),
+                k=c.top_k,
+                ties=c.ties,
+                chunk_size=c.chunk_size,
+            )
+        else:
+            full = make_full_evaluator(
+                score_all_fn,
+                users,
+                items,
+                *data.train_csr(),
+                num_items=data.num_items,
+                k=c.top_k,
+                chunk_size=max(1, min(c.chunk_size, 256)),
+            )
+            result[prefix] = lambda params, key, full=full: full(params)
+    return result
+
+
+def combine(evaluators: dict):
+    """`evaluate(params, key) -> {name: scalar}` of several evaluators; the metrics of any but
+    "test" are prefixed with its name ("valid_hr@10")."""
+
+    def evaluate(params, key):
+        out = {}
+        for name, fn in evaluators.items():
+            prefix = "" if name == "test" else f"{name}_"
+            out |= {prefix + k: v for k, v in fn(params, key).items()}
+        return out
 
     return evaluate

@@ -29,7 +29,12 @@ def mse(predictions: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.A
     return weighted_mean(jnp.square(predictions - targets), weights)
 
 
-def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
+def layer_coefficient(reg_layers: tuple, i: int) -> float:
+    """L2 coefficient of MLP layer i (0 = the embedding rows): one value broadcasts."""
+    return reg_layers[0] if len(reg_layers) == 1 else reg_layers[i]
+
+
+def l2_penalty(params, users, items, weights, *, reg_mf: float, reg_layers: tuple) -> jax.Array:
     """The NCF regulariser for a batch: reg_mf / reg_layers[0] on the looked-up embedding
     rows of `mf_*` / `mlp_*` tables, reg_layers[i + 1] on the kernel of `mlp_dense_i`.
 
@@ -38,7 +43,8 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
         A `row_deltas` collection (row-sparse training) is added to the looked-up rows.
       users, items: [batch] int32 ids indexing those tables.
       weights: [batch] float32 sample weights (0 for padding).
-      model_config: a `ncf_jax.config.ModelConfig`.
+      reg_mf: L2 of the `mf_*` rows; reg_layers: of the `mlp_*` rows (entry 0) and of each
+        `mlp_dense_i` kernel (entry i + 1); one value broadcasts.
     """
     total = jnp.zeros((), jnp.float32)
     deltas = params.get(ROW_DELTAS, {})
@@ -46,7 +52,7 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
         if not isinstance(leaf, dict):
             continue
         if "embedding" in leaf:
-            coef = model_config.reg_mf if name.startswith("mf_") else model_config.layer_reg(0)
+            coef = reg_mf if name.startswith("mf_") else layer_coefficient(reg_layers, 0)
             if coef and name.startswith(("mf_", "mlp_")):
                 ids = users if name.endswith("_user") else items
                 rows = leaf["embedding"][ids]
@@ -54,7 +60,7 @@ def l2_penalty(params, users, items, weights, model_config) -> jax.Array:
                     rows = rows + deltas[name]["embedding"]
                 total += coef * weighted_mean(jnp.sum(jnp.square(rows), axis=-1), weights)
         elif name.startswith("mlp_dense_"):
-            coef = model_config.layer_reg(int(name.rsplit("_", 1)[1]) + 1)
+            coef = layer_coefficient(reg_layers, int(name.rsplit("_", 1)[1]) + 1)
             if coef:
                 total += coef * jnp.sum(jnp.square(leaf["kernel"]))
     return total

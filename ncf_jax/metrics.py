@@ -382,3 +382,21 @@ def mae(predictions, targets, *, weights=None) -> Array:
     1.5
     """
     return masked_mean(jnp.abs(_float(predictions) - _float(targets)), weights)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_users"))
+def hit_rate_over_rows(users, scores, labels, *, k: int, num_users: int):
+    """Per-user HR@k among each user's own rows; users without a positive row are skipped.
+
+    >>> hit_rate_over_rows(jnp.array([0, 0, 1, 1]), jnp.array([.9, .1, .2, .3]),
+    ...                    jnp.array([1, 0, 1, 0]), k=1, num_users=2).item()
+    0.5
+    """
+    labels = labels.astype(bool)
+    # Sorted by user, then score descending, then unclicked first (pessimistic ties).
+    order = jnp.lexsort((labels, -scores, users))
+    u, lab = users[order], labels[order]
+    rank = jnp.arange(len(u)) - jnp.searchsorted(u, u, side="left")
+    hit = jax.ops.segment_max((lab & (rank < k)).astype(jnp.int32), u, num_segments=num_users)
+    has = jax.ops.segment_max(lab.astype(jnp.int32), u, num_segments=num_users)
+    return masked_mean(hit.astype(jnp.float32), has > 0)

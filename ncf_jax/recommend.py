@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncf_jax import checkpoint
-from ncf_jax.config import DataConfig, ModelConfig
+from ncf_jax.config import DataConfig, from_dict
 from ncf_jax.data import dataset, side_info
-from ncf_jax.data.readers import DataError
 from ncf_jax.data.types import InteractionData
+from ncf_jax.errors import DataError, UsageError
 from ncf_jax.models import create_model
-from ncf_jax.retrieval import score_fns
+from ncf_jax.models.scoring import score_fns
 
 
 def top_k(
@@ -84,13 +84,6 @@ class Run(NamedTuple):
     results: dict
 
 
-def _config(cls, saved: dict):
-    """A frozen config from its saved dict (JSON lists back to tuples; unknown keys dropped)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
-    return cls(**values)
-
-
 def _data_config(results: dict, data_dir: str | None) -> DataConfig:
     saved = results.get("config", {}).get("data")
     if saved is None:  # runs from before the data config was saved: rebuild it from the flags
@@ -100,10 +93,10 @@ def _data_config(results: dict, data_dir: str | None) -> DataConfig:
         saved |= {k: v for k, v in flags.items() if k in names}
         saved["seed"] = flags.get("data_seed", 0)
         if not saved.get("dataset"):
-            raise ValueError("the run saved neither its data config nor its flags")
+            raise UsageError("the run saved neither its data config nor its flags")
     if data_dir is not None:
         saved = saved | {"data_dir": data_dir}
-    return _config(DataConfig, saved)
+    return from_dict(DataConfig, saved)
 
 
 def load_run(workdir, *, data_dir: str | None = None) -> Run:
@@ -113,10 +106,9 @@ def load_run(workdir, *, data_dir: str | None = None) -> Run:
     """
     params, meta = checkpoint.restore_params(workdir)
     results = meta["results"]
-    model_config = _config(ModelConfig, results["config"]["model"])
     data_config = _data_config(results, data_dir)
     data = dataset.load_dataset(data_config)
-    model = create_model(model_config, data.num_users, data.num_items)
+    model = create_model(results["config"]["model"], data.num_users, data.num_items)
     return Run(model, params, data, data_config, results)
 
 

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
 import time
 
 from absl import logging
+
+
+def describe_run(task: str, dataset: str, configs: dict, *, extra: dict | None = None,
+                 **fields) -> dict:  # fmt: skip
+    """The head of every results.json: the task, the model, the dataset, the selection, learner
+    and seed, then each config as a dict (None entries skipped) and `extra` (e.g. the flags).
+
+    `fields` (e.g. eval_protocol=, loss=) override or add top-level entries.
+    """
+    model, train_config, eval_config = configs["model"], configs["train"], configs.get("eval")
+    head = {
+        "task": task,
+        "model": model.model,
+        "dataset": dataset,
+        "select_epoch": getattr(eval_config, "select_epoch", "test"),
+        "learner": train_config.learner,
+        "seed": train_config.seed,
+    }
+    asdicts = {name: dataclasses.asdict(c) for name, c in configs.items() if c is not None}
+    return head | fields | {"config": asdicts} | (extra or {})
 
 
 def format_metrics(metrics: dict) -> str:

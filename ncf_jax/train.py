@@ -142,7 +142,14 @@ def make_loss_fn(apply_fn, model_config) -> LossFn:
     def loss_fn(params, batch):
         users, items, weights = batch["users"], batch["items"], batch["weights"]
         logits = apply_fn(params, users, items)
-        penalty = losses.l2_penalty(params, users, items, weights, model_config)
+        penalty = losses.l2_penalty(
+            params,
+            users,
+            items,
+            weights,
+            reg_mf=model_config.reg_mf,
+            reg_layers=model_config.reg_layers,
+        )
         return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
 
     return loss_fn

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ncf_jax import checkpoint, optim, train
-from ncf_jax.config import ModelConfig
 from ncf_jax.models import create_model
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 
 @pytest.mark.parametrize("lazy", [False, True])

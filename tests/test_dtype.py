@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ncf_jax import batching, interactions, optim, runner, train
-from ncf_jax.config import EvalConfig, ModelConfig
+from ncf_jax import batching, evaluate, interactions, optim, train
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, scoring
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=30)
 SIZES = {
@@ -19,8 +20,10 @@ SIZES = {
 
 
 def _train_and_score(name: str, dtype: str, epochs: int = 3):
-    config = ModelConfig(model=name, dtype=dtype, **SIZES[name])
-    model = create_model(config, DATA.num_users, DATA.num_items)
+    config = ModelConfig(model="neumf", dtype=dtype)  # its (zero) L2 for the loss
+    model = create_model(
+        {"model": name, "dtype": dtype, **SIZES[name]}, DATA.num_users, DATA.num_items
+    )
     tx = optim.make_optimizer("adam", 0.02)
     dummy = jnp.zeros((1,), jnp.int32)
     state = train.create_train_state(model.init(jax.random.key(0), dummy, dummy), tx, lazy=False)
@@ -29,8 +32,10 @@ def _train_and_score(name: str, dtype: str, epochs: int = 3):
     data = interactions.from_data(DATA)
     for _ in range(epochs):
         state, loss = epoch(state, data, jax.random.key(1))
-    evaluators = runner.make_evaluators(model.apply, DATA, EvalConfig(top_k=5))
-    return state, float(loss), runner.evaluate_all(evaluators, state.params, None)
+    score_fns = scoring.score_fns(model, DATA.num_items)
+    evaluators = evaluate.make_ranking_evaluators(*score_fns, DATA, EvalConfig(top_k=5))
+    metrics = jax.device_get(evaluate.combine(evaluators)(state.params, None))
+    return state, float(loss), {k: float(v) for k, v in metrics.items()}
 
 
 @pytest.mark.parametrize("name", ["neumf", "two_tower"])  # neumf covers GMF's and MLP's layers

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ncf_jax import ctr
-from ncf_jax.config import ClickConfig, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import tasks
+from ncf_jax.config import ClickConfig, DataConfig
 from ncf_jax.data import DataError
 from ncf_jax.data.clicks import FeatureStats, build_click_data, load_clicks, read_click_csv
+from ncf_jax.tasks import clicks
+from ncf_jax.tasks.clicks import ClickEvalConfig, ClickModelConfig, ClickTrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -101,23 +103,24 @@ def _planted_log(n=3000, seed=0):
 def test_features_beat_ids_alone_on_a_planted_signal_and_stats_are_stored(tmp_path):
     data = build_click_data(_planted_log(), ["x"], ["c"], name="planted", split="random",
                             seed=0, test_fraction=0.2)  # fmt: skip
-    configs = (
-        ModelConfig(model="feature_ncf", layers=(16, 16)),
-        TrainConfig(epochs=3, batch_size=64, learning_rate=0.01),
-        EvalConfig(top_k=2),
-        ClickConfig(baseline=True),
+    configs = tasks.configs(
+        clicks,
+        model=ClickModelConfig(layers=(16, 16)),
+        train=ClickTrainConfig(epochs=3, batch_size=64, learning_rate=0.01, baseline=True),
+        eval=ClickEvalConfig(top_k=2),
     )
-    results = ctr.run_with_baseline(data, *configs, tmp_path)
+    results = tasks.train_and_evaluate(clicks, data, configs, tmp_path)
     assert results["hr_protocol"] == "test_rows"  # x and c belong to rows
     with_features, without = results["best"]["auc"], results["baseline"]["best"]["auc"]
     assert with_features > 0.8 and with_features > without + 0.15, (with_features, without)
     assert {"auc", "logloss", "hr@2", "precision", "recall", "f1"} <= set(results["best"])
-    # The train-only statistics are in the checkpoint and checked on resume.
-    assert ctr.stored_feature_stats(tmp_path) == data.stats
+    # The train-only statistics are part of the run's options, checked on resume.
+    saved = json.loads((tmp_path / "options.json").read_text())
+    assert saved["feature statistics"] == data.stats.to_json()
     shifted = build_click_data(_planted_log(seed=1), ["x"], ["c"], name="planted",
                                split="random", seed=0, test_fraction=0.2)  # fmt: skip
-    with pytest.raises(ValueError, match="other feature statistics"):
-        ctr.train_and_evaluate(shifted, *configs, tmp_path)
+    with pytest.raises(ValueError, match="trained with other options:\n  --feature statistics"):
+        tasks.train_and_evaluate(clicks, shifted, configs, tmp_path)
 
 
 def test_script_end_to_end_on_a_tiny_click_log(tmp_path):
@@ -130,7 +133,7 @@ def test_script_end_to_end_on_a_tiny_click_log(tmp_path):
     path = _write(tmp_path / "log.csv", "\n".join(lines) + "\n")
     workdir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "experiments.features", f"--dataset=csv:{path}",
+        sys.executable, "-m", "experiments.clicks", f"--dataset=csv:{path}",
         "--csv_user_col=uid", "--csv_item_col=iid", "--csv_timestamp_col=time",
         "--click_label_col=clicked", "--click_continuous_cols=age",
         "--click_categorical_cols=genre", "--layers=8,8", "--epochs=1", "--batch_size=32",

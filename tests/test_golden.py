@@ -28,8 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from ncf_jax import ctr, explicit, retrieval, runner  # noqa: E402
-from ncf_jax.config import ClickConfig, EvalConfig, ModelConfig, TrainConfig  # noqa: E402
+from ncf_jax import tasks  # noqa: E402
 from ncf_jax.data import synthetic  # noqa: E402
 from ncf_jax.data.clicks import build_click_data  # noqa: E402
 from ncf_jax.data.types import InteractionData  # noqa: E402
@@ -120,30 +119,14 @@ def click_data():
 
 
 # ----------------------------------------------------------------------- running one case
-def _configs(options: dict) -> tuple:
-    """(ModelConfig, TrainConfig, EvalConfig) of flag-named options."""
-    model_fields = {"model", "num_factors", "layers", "mf_pretrain", "mlp_pretrain", "embed_dim"}
-    model_fields |= {"dropout"}
-    train_fields = {"epochs", "batch_size", "learning_rate", "batch_layout", "lazy_embeddings"}
-    train_fields |= {"seed", "num_seeds", "loss", "num_neg", "lr_schedule"}
-    eval_fields = {"top_k": "top_k", "eval_protocol": "protocol"}
-    parse = lambda k, v: tuple(int(x) for x in v.split(",")) if k == "layers" else v
-    model = {k: parse(k, v) for k, v in options.items() if k in model_fields}
-    train = {k: v for k, v in options.items() if k in train_fields}
-    ev = {eval_fields[k]: v for k, v in options.items() if k in eval_fields}
-    return ModelConfig(**model), TrainConfig(**train), EvalConfig(**ev)
+DATA = {"ncf": ncf_data, "two_tower": two_tower_data, "rating": rating_data, "clicks": click_data}
 
 
 def run_case(task: str, options: dict, workdir: pathlib.Path, workdirs: dict) -> dict:
     options = {k: str(workdirs[v[1:]]) if str(v).startswith("@") else v for k, v in options.items()}
-    model, train, ev = _configs(options)
-    if task == "ncf":
-        return runner.train_and_evaluate(ncf_data(), model, train, ev, workdir)
-    if task == "two_tower":
-        return retrieval.train_and_evaluate_two_tower(two_tower_data(), model, train, ev, workdir)
-    if task == "rating":
-        return explicit.train_and_evaluate(rating_data(), model, train, ev, workdir)
-    return ctr.run_with_baseline(click_data(), model, train, ev, ClickConfig(), workdir)
+    module = tasks.TASKS[task]
+    configs = tasks.configs_from_options(module, options)
+    return tasks.train_and_evaluate(module, DATA[task](), configs, workdir)
 
 
 def digest(results: dict) -> dict:

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax.config import ModelConfig
 from ncf_jax.models import GMF, MLP, MODELS, NeuMF, create_model, layers, load_pretrained
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 NU, NI = 7, 11
 IDS = jnp.array([0, 3, 6]), jnp.array([1, 5, 10])
@@ -142,7 +142,7 @@ def test_bad_model_config_is_refused(kwargs, message):
 
 @pytest.mark.parametrize("name", ["MLP", "NeuMF", "FeatureNCF", "RatingMLP"])
 def test_every_tower_model_refuses_an_odd_embedding_width_and_bad_dropout(name):
-    from ncf_jax.models.features import FeatureNCF
+    from ncf_jax.models.feature_ncf import FeatureNCF
     from ncf_jax.models.rating import RatingMLP
 
     cls = {"MLP": MLP, "NeuMF": NeuMF, "FeatureNCF": FeatureNCF, "RatingMLP": RatingMLP}[name]

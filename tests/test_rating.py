@@ -10,10 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import explicit, optim
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import optim, tasks
 from ncf_jax.data.types import InteractionData
 from ncf_jax.models import BiasedMF, RatingMLP, create_model
+from ncf_jax.tasks import rating
+from ncf_jax.tasks.rating import RatingEvalConfig as EvalConfig
+from ncf_jax.tasks.rating import RatingModelConfig as ModelConfig
+from ncf_jax.tasks.rating import RatingTrainConfig as TrainConfig
 
 NU, NI = 7, 11
 
@@ -119,13 +122,13 @@ def _planted(seed=0, num_users=60, num_items=50, rank=2):
 def test_biased_mf_learns_a_planted_low_rank_matrix(tmp_path):
     data = _planted()
     spread = float(np.std(data.test_ratings))
-    results = explicit.train_and_evaluate(
-        data,
-        ModelConfig(model="biased_mf", num_factors=4),
-        TrainConfig(epochs=8, batch_size=32, learning_rate=0.03, lr_schedule="cosine"),
-        EvalConfig(),
-        tmp_path,
+    configs = tasks.configs(
+        rating,
+        model=ModelConfig(model="biased_mf", num_factors=4),
+        train=TrainConfig(epochs=8, batch_size=32, learning_rate=0.03, lr_schedule="cosine"),
+        eval=EvalConfig(),
     )
+    results = tasks.train_and_evaluate(rating, data, configs, tmp_path)
     assert results["init"]["rmse"] > 0.8 * spread
     assert results["best"]["rmse"] < 0.25 * spread, (results["best"], spread)
     assert set(results["best"]) == {"rmse", "mae", "mse"}
@@ -142,10 +145,7 @@ def test_ratings_outside_y_range_name_column_and_rows(tmp_path):
     bad = dataclasses.replace(data, train_ratings=ratings)
     u, i = bad.user_ids[bad.train_users[3]], bad.item_ids[bad.train_items[3]]
     with pytest.raises(ValueError, match=r"column 'stars'.*2 value\(s\) outside") as error:
-        explicit.train_and_evaluate(
-            bad, ModelConfig(model="biased_mf"), TrainConfig(), EvalConfig(), tmp_path,
-            rating_column="stars",
-        )  # fmt: skip
+        rating.check_ratings(bad, ModelConfig().y_range, column="stars")
     assert f"user {u} item {i} rating 7" in str(error.value)
     assert not (tmp_path / "results.json").exists()
 
@@ -180,17 +180,3 @@ def _root():
     import pathlib
 
     return pathlib.Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize(
-    "field, value", [("batch_layout", "grouped"), ("num_seeds", 2), ("adam_b1", 0.5)]
-)
-def test_ncf_only_training_options_are_refused_not_ignored(tmp_path, field, value):
-    with pytest.raises(ValueError, match=f"--{field}={value} is not supported by the ratings"):
-        explicit.train_and_evaluate(
-            _planted(),
-            ModelConfig(model="biased_mf"),
-            TrainConfig(**{field: value}),
-            EvalConfig(),
-            tmp_path,
-        )

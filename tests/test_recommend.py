@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import recommend, runner
-from ncf_jax.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import recommend, tasks
+from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import csr_from_pairs
+from ncf_jax.tasks.ncf import NCFModelConfig, NCFTrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -132,14 +133,13 @@ def test_recommend_works_for_pointwise_models(tmp_path):
     root = write_tiny_ml100k(tmp_path / "data")
     data_config = DataConfig(dataset="ml-100k", data_dir=str(root), num_test_negatives=5)
     data = load_dataset(data_config)
-    runner.train_and_evaluate(
-        data,
-        ModelConfig(model="gmf", num_factors=4),
-        TrainConfig(epochs=1, batch_size=64),
-        EvalConfig(),
-        tmp_path / "gmf",
-        data_config=data_config,
+    configs = tasks.configs(
+        tasks.ncf,
+        data=data_config,
+        model=NCFModelConfig(model="gmf", num_factors=4),
+        train=NCFTrainConfig(epochs=1, batch_size=64),
     )
+    tasks.train_and_evaluate(tasks.ncf, data, configs, tmp_path / "gmf")
     run = recommend.load_run(tmp_path / "gmf")
     (rec,) = recommend.recommend(run, ["3"], 4, exclude_seen=True)
     users = np.flatnonzero(run.data.user_ids == 3)

@@ -5,9 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import tasks
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.runner import train_and_evaluate
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
+
+
+def train_and_evaluate(data, model_config, train_config, eval_config, workdir):
+    configs = tasks.configs(tasks.ncf, model=model_config, train=train_config, eval=eval_config)
+    return tasks.train_and_evaluate(tasks.ncf, data, configs, workdir)
+
 
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=30)
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ncf_jax import batching, interactions, optim, runner, sharding, train
-from ncf_jax.config import EvalConfig, ModelConfig
+from ncf_jax import batching, evaluate, interactions, optim, sharding, train
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, scoring
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 DATA = synthetic.planted(num_users=64, num_items=80, per_user=10, num_test_negatives=30)
 MODEL = ModelConfig(model="neumf", num_factors=8, layers=(16, 8, 4))
@@ -93,11 +94,15 @@ def test_sharded_evaluation_matches_one_device(single, protocol):
     params = single[0].params
     mesh = sharding.make_mesh()
     config = EvalConfig(top_k=5, protocol=protocol, chunk_size=32)
-    plain = runner.make_evaluators(model.apply, DATA, config)
-    spread = runner.make_evaluators(sharding.data_parallel_apply(model.apply, mesh), DATA, config)
+    spread_apply = sharding.data_parallel_apply(model.apply, mesh)
+    plain = evaluate.make_ranking_evaluators(
+        *scoring.score_fns(model, DATA.num_items), DATA, config
+    )
+    spread = scoring.score_fns(model, DATA.num_items, spread_apply)
+    spread = evaluate.make_ranking_evaluators(*spread, DATA, config)
     placed = sharding.place(params, sharding.state_shardings(params, mesh))
-    want = runner.evaluate_all(plain, params, None)
-    got = runner.evaluate_all(spread, placed, None)
+    fetch = lambda e, p: jax.device_get(evaluate.combine(e)(p, None))
+    want, got = fetch(plain, params), fetch(spread, placed)
     assert want.keys() == got.keys() and want["hr@5"] > 0
     for name in want:
         assert got[name] == pytest.approx(want[name], abs=1e-6), name

@@ -9,11 +9,18 @@ import numpy as np
 import optax
 import pytest
 
-from ncf_jax import batching, interactions, losses, optim, train
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import batching, interactions, losses, optim, tasks, train
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model
-from ncf_jax.runner import train_and_evaluate
+from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
+
+
+def train_and_evaluate(data, model_config, train_config, eval_config, workdir):
+    configs = tasks.configs(tasks.ncf, model=model_config, train=train_config, eval=eval_config)
+    return tasks.train_and_evaluate(tasks.ncf, data, configs, workdir)
+
 
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=50)
 
@@ -211,7 +218,9 @@ def test_l2_penalty_by_hand():
         * (np.sum(p["mlp_user"]["embedding"][0] ** 2) + np.sum(p["mlp_item"]["embedding"][1] ** 2))
         + 0.3 * np.sum(p["mlp_dense_0"]["kernel"] ** 2)
     )
-    got = losses.l2_penalty(params, users, items, weights, config)
+    got = losses.l2_penalty(
+        params, users, items, weights, reg_mf=config.reg_mf, reg_layers=config.reg_layers
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 

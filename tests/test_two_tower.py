@@ -9,10 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import batching, interactions, losses, retrieval
-from ncf_jax.config import EvalConfig, ModelConfig, TrainConfig
+from ncf_jax import batching, interactions, losses, tasks
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model, two_tower
+from ncf_jax.tasks import two_tower as task
+from ncf_jax.tasks.ncf import NCFModelConfig
+from ncf_jax.tasks.two_tower import TwoTowerModelConfig as ModelConfig
+from ncf_jax.tasks.two_tower import TwoTowerTrainConfig as TrainConfig
 
 
 def _model(**kwargs):
@@ -20,6 +24,11 @@ def _model(**kwargs):
     model = create_model(config, 6, 9)
     dummy = jnp.zeros(1, jnp.int32)
     return model, model.init(jax.random.key(0), dummy, dummy)
+
+
+def _train(data, model_config, train_config, eval_config, workdir):
+    configs = tasks.configs(task, model=model_config, train=train_config, eval=eval_config)
+    return tasks.train_and_evaluate(task, data, configs, workdir)
 
 
 def test_doctests():
@@ -141,7 +150,7 @@ def test_candidate_batches_rows():
 def test_training_beats_random_under_full_ranking(tmp_path):
     """In-batch softmax here; experiments.two_tower trains BCE end to end (test_recommend)."""
     data = synthetic.planted(64, 80, per_user=12, num_clusters=4)
-    results = retrieval.train_and_evaluate_two_tower(
+    results = _train(
         data,
         ModelConfig(model="two_tower", embed_dim=8),
         TrainConfig(epochs=6, batch_size=64, num_neg=4, learning_rate=0.02, loss="in_batch"),
@@ -158,6 +167,5 @@ def test_training_beats_random_under_full_ranking(tmp_path):
 def test_pointwise_models_rejected(tmp_path):
     data = synthetic.planted(8, 16, per_user=4, num_clusters=2, num_test_negatives=5)
     with pytest.raises(ValueError, match="no towers"):
-        retrieval.train_and_evaluate_two_tower(
-            data, ModelConfig(model="gmf"), TrainConfig(), EvalConfig(protocol="full"), tmp_path
-        )
+        _train(data, NCFModelConfig(model="gmf"), TrainConfig(), EvalConfig(protocol="full"),
+               tmp_path)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Stage: raw file -> click arrays. Click logs with side features, for `ncf_jax.ctr`.
+"""Stage: raw file -> click arrays. Click logs with side features, for `ncf_jax.tasks.clicks`.
 
 Sources: a generic delimited file with a header (flags name the user, item, 0/1 label,
 timestamp and feature columns), or the built-in MovieLens task (100K or 1M, which ship user
@@ -273,3 +273,35 @@ def load_clicks(data_config: DataConfig, click_config: ClickConfig) -> ClickData
         seed=data_config.seed,
         test_fraction=data_config.test_fraction,
     )
+
+
+def row_arrays(rows: ClickRows) -> dict:
+    """{"users", "items", "labels", "continuous", "categorical"} arrays of click rows."""
+    return {
+        "users": rows.users,
+        "items": rows.items,
+        "labels": rows.labels,
+        "continuous": rows.continuous,
+        "categorical": rows.categorical,
+    }
+
+
+def _attribute_tables(data: ClickData, level: np.ndarray, ids_of, size: int):
+    """[size, C] float32 and [size, K] int32 attribute tables of the columns marked in level
+    (zero elsewhere), filled from every row of the log."""
+    num_cont = data.train.continuous.shape[1]
+    cont = np.zeros((size, num_cont), np.float32)
+    cat = np.zeros((size, data.train.categorical.shape[1]), np.int32)
+    for rows in (data.train, data.test):
+        ids = ids_of(rows)
+        cont[ids] = np.where(level[:num_cont], rows.continuous, cont[ids])
+        cat[ids] = np.where(level[num_cont:], rows.categorical, cat[ids])
+    return cont, cat
+
+
+def click_tables(data: ClickData):
+    """((user continuous, user categorical), (item continuous, item categorical)) attribute
+    tables, for scoring the whole catalogue when every feature is a user or item attribute."""
+    users = _attribute_tables(data, data.user_level, lambda r: r.users, data.num_users)
+    items = _attribute_tables(data, data.item_level, lambda r: r.items, data.num_items)
+    return users, items

@@ -27,6 +27,7 @@ from absl import logging
 from ncf_jax.config import DataConfig, default_data_dir
 from ncf_jax.data import download, ncf_format, readers, side_info, splits
 from ncf_jax.data.types import InteractionData
+from ncf_jax.errors import UsageError
 
 CACHE_VERSION = 1  # bump when the preprocessing changes its output for the same options
 # DataConfig fields that do not change the prepared arrays.
@@ -97,7 +98,7 @@ def load_npz(path) -> InteractionData:
 def read_interactions(cfg: DataConfig, paths) -> pd.DataFrame:
     """The raw table (original ids) of a MovieLens or csv: dataset."""
     if cfg.dataset.startswith("csv:"):
-        return readers.read_csv_interactions(
+        table = readers.read_csv_interactions(
             paths["ratings"],
             user_col=cfg.csv_user_col,
             item_col=cfg.csv_item_col,
@@ -105,6 +106,11 @@ def read_interactions(cfg: DataConfig, paths) -> pd.DataFrame:
             timestamp_col=cfg.csv_timestamp_col,
             sep=cfg.csv_sep,
         )
+        if cfg.csv_date_col:  # e.g. the Netflix-prize layout: user, item, rating, date
+            table["timestamp"] = readers.read_dates(
+                paths["ratings"], cfg.csv_date_col, sep=cfg.csv_sep
+            )
+        return table
     return readers.read_movielens_ratings(paths["ratings"])
 
 
@@ -134,7 +140,10 @@ def clean(table: pd.DataFrame, cfg: DataConfig) -> tuple[splits.Rows, np.ndarray
     logging.info("min_user/min_item filters: dropped %d of %d rows", (~core).sum(), len(keep))
     keep = keep[core]
     if not len(keep):
-        raise ValueError(f"{cfg.dataset}: no interactions left after preprocessing")
+        raise UsageError(
+            f"{cfg.dataset}: no interactions left after preprocessing: relax the "
+            "--min_*_interactions / --rating_threshold filters"
+        )
     # Compaction keeps the id order: rows stay sorted by (user, item), as latest_per_pair left.
     users, kept_users = splits.remap_ids(users[keep])
     items, kept_items = splits.remap_ids(items[keep])

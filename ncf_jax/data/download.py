@@ -20,14 +20,10 @@ import zipfile
 
 from absl import logging
 
-from ncf_jax.data.readers import DataError
+from ncf_jax.errors import DataError, DownloadError, UsageError
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 _NCF = "https://raw.githubusercontent.com/hexiangnan/neural_collaborative_filtering/master/Data/"
-
-
-class DownloadError(OSError):
-    """A dataset could not be fetched or verified; the message says where to put it by hand."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +118,7 @@ def source_for(dataset: str) -> Source:
         files = {r: f"{name}.{ext}" for r, ext in _NCF_FILES.items()}
         return Source(dataset, "", files, tuple(files))
     known = sorted(SOURCES)
-    raise ValueError(f"unknown dataset {dataset!r}: use one of {known}, ncf:<name> or csv:<path>")
+    raise UsageError(f"unknown dataset {dataset!r}: use one of {known}, ncf:<name> or csv:<path>")
 
 
 def locate(source: Source, root) -> dict[str, pathlib.Path]:

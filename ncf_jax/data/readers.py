@@ -19,18 +19,11 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from ncf_jax.errors import DataError
+
 RAW_COLUMNS = ("user", "item", "rating", "timestamp")
 # Column kinds: "int" and "float" must parse, "str" must be non-empty, "str?" may be empty.
 _DTYPES = {"int": np.int64, "float": np.float64, "str": str, "str?": str}
-
-
-class DataError(ValueError):
-    """Bad input data. The message reads `FILE:LINE: PROBLEM` (or `FILE: PROBLEM`)."""
-
-    def __init__(self, path, problem: str, line: int | None = None):
-        self.path, self.line, self.problem = str(path), line, problem
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {problem}")
 
 
 def read_bytes(path) -> bytes:
@@ -229,3 +222,23 @@ def read_csv_interactions(
         frame[rating_col].to_numpy() if rating_col else None,
         frame[timestamp_col].to_numpy() if timestamp_col else None,
     )
+
+
+def read_dates(path, column: str, *, sep: str = ",") -> np.ndarray:
+    """[n] int64 seconds since 1970-01-01 UTC of a date column; DataError cites bad lines."""
+    data = read_bytes(path)
+    frame = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False)
+    if column not in frame.columns:
+        raise DataError(path, f"no column {column!r} in header {list(frame.columns)}", 1)
+    parsed = pd.to_datetime(frame[column], errors="coerce", utc=True, format="ISO8601")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5]
+        cited = ", ".join(f"line {r + 2}: {frame[column].iloc[r]!r}" for r in rows)
+        raise DataError(
+            path,
+            f"column {column!r}: {int(bad.sum())} row(s) not a date ({cited})",
+            int(rows[0]) + 2,
+        )
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(np.int64)

@@ -1,0 +1,183 @@
+"""Stage: the one loop. A task is a small record (`Task`); `run` trains, evaluates, selects,
+checkpoints, reports and plots any of them.
+
+The record holds what differs between tasks as data: the initial state, the epoch function and
+the data it reads, the evaluator, the selection metric and direction, and the head of
+results.json. Many seeds are the same record with a leading replica axis on the state and the
+key (`seeds`): the loop vmaps the epoch and the evaluator, and summarises every replica. A model
+that is not trained by gradient steps fits too: its "epoch" solves (EASE^R: one linear system;
+iALS: two alternating solves) and returns the new `FitState` and its objective as the loss.
+
+Resume order: WORKDIR/checkpoints/latest (only when WORKDIR/options.json records the same
+options; newest readable step first) -> the task's own initial state (pre-trained or scratch).
+Epoch e trains with `fold_in(train_key, e)` inside the epoch and evaluates with
+`fold_in(eval_key, e)`, so a resumed run repeats an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import struct
+
+from ncf_jax import checkpoint, history, reporting, xla
+from ncf_jax.errors import ResumeError
+
+
+@struct.dataclass
+class FitState:
+    """The state of a model fitted by solves, not gradient steps: epochs done and params."""
+
+    epoch: jax.Array
+    params: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One run as data.
+
+    state: a pytree with `.epoch` (int32) and `.params`: a TrainState, a FitState, or either
+      stacked over replicas (leading axis N) when `seeds` is given.
+    train_epoch: `(state, data, key) -> (state, loss)`, one device call (loss [] or [N]).
+    data: what `train_epoch` reads, on device.
+    evaluate: `(params, key) -> {metric: scalar}`; validation metrics are prefixed "valid_".
+    key: the run key (one per replica with `seeds`); it is split into train and eval keys.
+    select, mode: the history key that picks the best epoch, and "max" or "min".
+    epochs: train until this many epochs are done.
+    results: the head of results.json (what ran, on what, with which options).
+    options: the options that define the run ({flag: value}); WORKDIR records them.
+    seeds: the replicas' seeds, or None for one run.
+    place: applied to a restored state (e.g. put it back on a device mesh).
+    baseline: a second record run in WORKDIR/baseline (e.g. the model without features); its
+      best_epoch and best go to results["baseline"].
+    """
+
+    state: Any
+    train_epoch: Callable
+    data: Any
+    evaluate: Callable
+    key: jax.Array
+    select: str
+    epochs: int
+    results: dict
+    options: dict
+    mode: str = "max"
+    has_validation: bool = False
+    seeds: list[int] | None = None
+    place: Callable = lambda state: state
+    baseline: Task | None = None
+
+
+# ---------------------------------------------------------------------------------- resuming
+def check_options(workdir: pathlib.Path, options: dict) -> None:
+    """Records `options` in WORKDIR/options.json, or, when WORKDIR already holds a checkpoint
+    trained with other options, raises ResumeError listing them (old -> new)."""
+    path = workdir / "options.json"
+    has_run = checkpoint.latest_step(workdir / "checkpoints" / "latest") is not None
+    if has_run and path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ResumeError(f"{path} cannot be read ({error}): delete {workdir} to start "
+                              "fresh, or use another --workdir") from None  # fmt: skip
+        new = json.loads(json.dumps(options))  # tuples as lists, like the saved file
+        changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        if changed:
+            lines = "\n".join(f"  --{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ResumeError(
+                f"{workdir} holds a run trained with other options:\n{lines}\nTo start fresh, "
+                f"use another --workdir or delete {workdir}; to resume, pass the old values."
+            )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
+
+
+# ------------------------------------------------------------------------------- the pieces
+def _device_fns(task: Task):
+    """(epoch, evaluate, split, fold) for one run, or vmapped over the replicas."""
+    if task.seeds is None:
+        return task.train_epoch, task.evaluate, jax.random.split, jax.random.fold_in
+    epoch = xla.jit(jax.vmap(task.train_epoch, in_axes=(0, None, 0)), donate_argnums=0)
+    split = lambda keys: jax.vmap(jax.random.split)(keys).swapaxes(0, 1)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    return epoch, xla.jit(jax.vmap(task.evaluate)), split, fold
+
+
+def _fetch(metrics: dict, n: int) -> list[dict]:
+    """Device metrics -> one {name: float} per replica, in one transfer."""
+    host = {k: np.asarray(v, np.float64).reshape(n) for k, v in jax.device_get(metrics).items()}
+    return [{k: float(v[i]) for k, v in host.items()} for i in range(n)]
+
+
+def _summary(task: Task, histories: list[list[dict]]) -> dict:
+    one = lambda h: history.summarise(h, task.select, task.mode, task.has_validation)
+    if task.seeds is None:
+        return {"history": histories[0], **one(histories[0])}
+    means = [history.mean_entry(list(entries)) for entries in zip(*histories, strict=True)]
+    return {"history": means, **history.summarise_seeds(histories, task.seeds, one)}
+
+
+def _restore(task: Task, ckpt: pathlib.Path):
+    state, meta = checkpoint.restore_intact(ckpt / "latest", task.state)
+    logging.info("resumed from %s after epoch %d", ckpt / "latest", meta["epoch"])
+    return task.place(state), meta["histories"], meta["init"]
+
+
+# ---------------------------------------------------------------------------------- the loop
+def run(task: Task, workdir) -> dict:
+    """Trains `task` to `task.epochs`, evaluating after every epoch; returns results.json's
+    content (also written to WORKDIR/results.json, results.md and history.png)."""
+    workdir = pathlib.Path(workdir)
+    check_options(workdir, task.options)
+    ckpt = workdir / "checkpoints"
+    epoch_fn, evaluate, split, fold = _device_fns(task)
+    n = 1 if task.seeds is None else len(task.seeds)
+    train_key, eval_key = split(task.key)
+    state = task.state
+    if checkpoint.latest_step(ckpt / "latest") is not None:
+        state, histories, init = _restore(task, ckpt)
+    else:
+        histories = [[] for _ in range(n)]
+        init = _fetch(evaluate(state.params, fold(eval_key, 0)), n)
+        init = init[0] if n == 1 else history.mean_entry(init)
+        logging.info("init: %s", reporting.format_metrics(init))
+
+    results = dict(task.results, init=init)
+    progress = reporting.Progress(task.epochs, start=len(histories[0]))
+    for epoch in range(len(histories[0]) + 1, task.epochs + 1):
+        t0 = time.perf_counter()
+        state, losses = epoch_fn(state, task.data, train_key)
+        losses = np.asarray(jax.device_get(losses), np.float64).reshape(n)  # waits for the device
+        t1 = time.perf_counter()
+        metrics = _fetch(evaluate(state.params, fold(eval_key, epoch)), n)
+        seconds = (t1 - t0, time.perf_counter() - t1)
+        for replica, loss, values in zip(histories, losses, metrics, strict=True):
+            replica.append(history.epoch_entry(epoch, float(loss), values, *seconds))
+        results |= _summary(task, histories)
+        reporting.log_epoch(results["history"][-1])
+        progress.update(
+            reporting.format_metrics({task.select: results["history"][-1][task.select]})
+        )
+        meta = {"epoch": epoch, "histories": histories, "init": init, "results": results}
+        if n == 1 and history.select_best(histories[0], task.select, task.mode)["epoch"] == epoch:
+            checkpoint.save(ckpt / "best", epoch, state, meta)
+        checkpoint.save(ckpt / "latest", epoch, state, meta, keep=2)
+        reporting.write_results(workdir, results)
+
+    reporting.write_results(workdir, results)
+    title = f"{results.get('model')} on {results.get('dataset')}"
+    reporting.plot_history(workdir, results["history"], title if n == 1 else f"{title} x{n} seeds")
+    if task.baseline is not None:
+        base = run(task.baseline, workdir / "baseline")
+        results["baseline"] = {"best_epoch": base["best_epoch"], "best": base["best"]}
+        logging.info("baseline: %s", reporting.format_metrics(base["best"]))
+        reporting.write_results(workdir, results)
+    return results

@@ -1,0 +1,268 @@
+"""Task: NCF, pointwise. GMF, MLP, NeuMF, MF or any registered pointwise model, trained with
+BCE on each positive and `num_neg` negatives sampled on device, ranked by HR@K / NDCG@K.
+
+`build` reads like a recipe: devices, model, optimiser, state, data, epoch, evaluator, record.
+The record runs in `ncf_jax.loop`; `--num_seeds` makes it N replicas vmapped in one program.
+Resume order: the run's own checkpoint (the loop) -> pre-trained GMF + MLP -> scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from ncf_jax import batching, checkpoint, evaluate, history, interactions, optim, sharding, train
+from ncf_jax.config import (
+    LEARNERS,
+    DataConfig,
+    EvalConfig,
+    TrainConfig,
+    dtype,
+    layers,
+    none_if_empty,
+    option,
+    reg_layers,
+    reg_mf,
+    require,
+    resume_options,
+    validate,
+)
+from ncf_jax.config import lazy_embeddings as lazy_option
+from ncf_jax.config import negatives_exclude as exclude_option
+from ncf_jax.config import num_factors as factors_option
+from ncf_jax.config import num_neg as num_neg_option
+from ncf_jax.data import load_dataset
+from ncf_jax.data.types import InteractionData
+from ncf_jax.loop import Task
+from ncf_jax.models import create_model, load_pretrained, scoring
+from ncf_jax.reporting import describe_run
+
+BATCH_LAYOUTS = ("shuffled", "grouped")
+
+
+@dataclasses.dataclass(frozen=True)
+class NCFModelConfig:
+    """Which model and its sizes (the NCF authors' flag names).
+
+    layers: MLP widths; layers[0] is the concatenated embedding width (authors' convention).
+    reg_layers: L2 per MLP layer: [embedding rows, dense_0, dense_1, ...]; one value broadcasts.
+    """
+
+    model: str = option("neumf", "Model name (see ncf_jax.models).")
+    num_factors: int = factors_option()
+    layers: tuple[int, ...] = layers()
+    reg_mf: float = reg_mf()
+    reg_layers: tuple[float, ...] = reg_layers()
+    mf_pretrain: str | None = option(None, "WORKDIR of a trained GMF (NeuMF).", parse=none_if_empty)
+    mlp_pretrain: str | None = option(
+        None, "WORKDIR of a trained MLP (NeuMF).", parse=none_if_empty
+    )
+    alpha: float = option(
+        0.5,
+        "GMF weight of the pre-trained output.",
+        check=lambda v: 0.0 <= v <= 1.0,
+        message="{flag} must be in [0, 1], got {value}",
+    )
+    dtype: str = dtype()
+
+    def __post_init__(self):
+        validate(self)
+        require(
+            len(self.layers) >= 1 and all(w > 0 for w in self.layers) and self.layers[0] % 2 == 0,
+            f"--layers must be positive widths with an even first entry, got {self.layers}",
+        )
+        require(
+            len(self.reg_layers) in (1, len(self.layers)),
+            f"--reg_layers needs 1 or {len(self.layers)} values (one per layer), "
+            f"got {self.reg_layers}",
+        )
+        require(min(self.reg_layers) >= 0, "--reg_mf/--reg_layers must be >= 0")
+        require(
+            (self.mf_pretrain is None) == (self.mlp_pretrain is None),
+            "--mf_pretrain and --mlp_pretrain must be given together",
+        )
+        require(
+            self.mf_pretrain is None or self.model == "neumf",
+            "--mf_pretrain/--mlp_pretrain apply to --model=neumf only",
+        )
+
+    @property
+    def pretrained(self) -> bool:
+        return self.mf_pretrain is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class NCFTrainConfig(TrainConfig):
+    """How to train an NCF model (beyond the common epochs, batch, learner, rate and seed).
+
+    pretrain_learner: the optimiser NeuMF continues with after pre-training ("sgd", the
+      paper's text, or "same", the authors' README command).
+    batch_layout: "shuffled" (paper) or "grouped" (each positive stays beside its num_neg
+      negatives; batches of batch_size // (1 + num_neg) groups; the user's share of the MLP's
+      first layer is then computed once per group).
+    adam_b1, adam_b2, adam_eps: optax's defaults; the MLPerf large-batch NCF uses 0.25, 0.5.
+    """
+
+    num_neg: int = num_neg_option()
+    negatives_exclude: str = exclude_option()
+    pretrain_learner: str = option(
+        "sgd",
+        "Optimiser after pre-training: sgd (paper) or same (= --learner, authors' README).",
+        choices=(*LEARNERS, "same"),
+    )
+    lazy_embeddings: bool = lazy_option()
+    batch_layout: str = option(
+        "shuffled",
+        "shuffled: samples shuffled one by one (paper); grouped: each positive beside its "
+        "negatives, batch_size // (1 + num_neg) groups a batch (less MLP work per sample).",
+        choices=BATCH_LAYOUTS,
+    )
+    lr_warmup_steps: int = option(
+        0,
+        "Linear learning-rate warm-up from 0 over this many steps (0: constant rate).",
+        check=lambda v: v >= 0,
+        message="{flag} must be >= 0",
+    )
+    adam_b1: float = option(0.9, "Adam first-moment decay.")
+    adam_b2: float = option(0.999, "Adam second-moment decay.")
+    adam_eps: float = option(1e-8, "Adam epsilon.")
+    num_seeds: int = option(
+        1,
+        "Train replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and std.",
+        check=lambda v: v >= 1,
+        message="{flag} must be >= 1, got {value}",
+    )
+    mesh_model: int = option(
+        1,
+        "Devices that split embedding tables by rows; the rest split batches (data parallel).",
+        check=lambda v: v >= 1,
+        message="{flag} must be >= 1, got {value}",
+    )
+
+    def __post_init__(self):
+        validate(self)
+        require(
+            not (self.lazy_embeddings and self.learner != "adam"),
+            "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
+        )
+        require(
+            self.batch_layout == "shuffled" or self.batch_size >= 1 + self.num_neg,
+            f"--batch_layout=grouped needs --batch_size >= 1 + --num_neg = {1 + self.num_neg}",
+        )
+        require(
+            0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1 and self.adam_eps > 0,
+            "--adam_b1 and --adam_b2 must be in [0, 1) and --adam_eps > 0",
+        )
+        default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
+        require(
+            not (self.lazy_embeddings and not default_adam),
+            "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
+        )
+
+
+CONFIGS = {"data": DataConfig, "model": NCFModelConfig, "train": NCFTrainConfig, "eval": EvalConfig}
+
+
+def load_data(configs: dict) -> InteractionData:
+    return load_dataset(configs["data"])
+
+
+def init_params(model, model_config: NCFModelConfig, key: jax.Array):
+    """Fresh parameters, or NeuMF loaded from the GMF and MLP checkpoints."""
+    dummy = jnp.zeros((1,), jnp.int32)
+    params = model.init(key, dummy, dummy)
+    if model_config.pretrained:
+        gmf, _ = checkpoint.restore_params(model_config.mf_pretrain)
+        mlp, _ = checkpoint.restore_params(model_config.mlp_pretrain)
+        params = load_pretrained(params, gmf, mlp, alpha=model_config.alpha)
+        logging.info(
+            "NeuMF initialised from %s and %s", model_config.mf_pretrain, model_config.mlp_pretrain
+        )
+    return params
+
+
+def learner_for(model_config: NCFModelConfig, train_config: NCFTrainConfig) -> str:
+    """After pre-training the paper continues with SGD; `--pretrain_learner=same` keeps
+    `--learner` as the authors' README command does."""
+    if model_config.pretrained and train_config.pretrain_learner != "same":
+        return train_config.pretrain_learner
+    return train_config.learner
+
+
+def replica_states(make_state, seeds: list[int]):
+    """(stacked states, stacked run keys): replica k starts as the single run with seed k;
+    states are built one by one, so pre-trained loads work."""
+    states, keys = [], []
+    for seed in seeds:
+        init_key, key = jax.random.split(jax.random.key(seed))
+        states.append(make_state(init_key))
+        keys.append(key)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), jnp.stack(keys)
+
+
+def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
+    """The record of one NCF run (or of `num_seeds` replicas) on `data`."""
+    model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
+    c = train_config
+    require(
+        eval_config.select_epoch == "test" or data.has_validation,
+        "--select_epoch=valid needs a validation split: add --validation",
+    )
+
+    # Devices: a ("data", "model") mesh; tables get rows padded to split evenly over "model".
+    mesh = sharding.make_mesh(c.mesh_model)
+    rows = lambda n: sharding.padded_rows(n, mesh)
+
+    # Model, optimiser, state.
+    model = create_model(model_config, rows(data.num_users), rows(data.num_items))
+    apply_fn = sharding.data_parallel_apply(model.apply, mesh)
+    learner = learner_for(model_config, c)
+    learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
+    tx = optim.make_optimizer(learner, learning_rate, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps)
+    make_state = lambda key: train.create_train_state(
+        init_params(model, model_config, key), tx, lazy=c.lazy_embeddings
+    )
+
+    # Data on device, the epoch, the evaluator.
+    device_data = interactions.from_data(data, exclude=c.negatives_exclude)
+    make_batches = functools.partial(
+        batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
+    )
+    train_epoch = train.make_train_epoch(
+        train.make_loss_fn(apply_fn, model_config),
+        tx,
+        sharding.data_parallel_batches(make_batches, mesh),
+        lazy=c.lazy_embeddings,
+        learning_rate=learning_rate,
+    )
+    score_fn, score_all_fn = scoring.score_fns(model, data.num_items, apply_fn)
+    evaluators = evaluate.make_ranking_evaluators(score_fn, score_all_fn, data, eval_config)
+
+    # The record: one run, or replicas with seeds seed .. seed + N - 1.
+    head = describe_run("ncf", data.name, configs, extra=extra, learner=learner,
+                        eval_protocol=eval_config.protocol)  # fmt: skip
+    record = dict(
+        evaluate=evaluate.combine(evaluators),
+        select=history.selected(f"hr@{eval_config.top_k}", eval_config.select_epoch),
+        epochs=c.epochs,
+        options=resume_options(configs),
+        has_validation=data.has_validation,
+    )
+    if c.num_seeds > 1:
+        seeds = list(range(c.seed, c.seed + c.num_seeds))
+        states, keys = replica_states(make_state, seeds)
+        place = lambda s: s
+        if not sharding.is_trivial(mesh):  # replicated states, batches split over "data"
+            place = lambda s: sharding.place(s, sharding.state_shardings(s, mesh))
+        return Task(state=place(states), train_epoch=train_epoch, data=device_data, key=keys,
+                    results=head | {"seed": seeds}, seeds=seeds, place=place, **record)  # fmt: skip
+    init_key, key = jax.random.split(jax.random.key(c.seed))
+    train_epoch, state, device_data = sharding.shard_train_epoch(
+        train_epoch, make_state(init_key), device_data, mesh, shard_tables=c.mesh_model > 1
+    )
+    return Task(state=state, train_epoch=train_epoch, data=device_data, key=key, results=head,
+                **record)  # fmt: skip
