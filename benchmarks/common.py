@@ -1,7 +1,8 @@
 """What every benchmark shares: the timing rule and the record of where a figure was taken.
 
 Timing rule: one untimed call compiles; then the median of `reps` calls, each ended by
-`jax.block_until_ready` before the clock is read.
+`jax.block_until_ready` before the clock is read. The flags several benchmarks share (--reps,
+--out_dir) are defined here, once.
 """
 
 from __future__ import annotations
@@ -9,9 +10,32 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 import jax
+from absl import app, flags
+
+
+def define_common_flags(*, reps: int, out_dir: str | None = None) -> None:
+    """Define --reps (default `reps`) and, when `out_dir` is given, --out_dir; call at import time.
+
+    They are made key flags of the script being run, so its `--helpshort` lists them beside its own.
+    """
+    help_reps = "timed calls per case, after one untimed compiling call; the median is reported"
+    flags.DEFINE_integer("reps", reps, help_reps, lower_bound=1)
+    names = ["reps"]
+    if out_dir is not None:
+        flags.DEFINE_string("out_dir", out_dir, "folder for the results files")
+        names.append("out_dir")
+    for name in names:  # absl names the __main__ module by sys.argv[0]
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
+def reject_positional(argv: list[str]) -> None:
+    """A benchmark takes flags only: a stray word is a mistake, as it was under argparse."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
 
 
 def median_seconds(fn, reps: int) -> tuple[float, float]:

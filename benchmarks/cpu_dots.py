@@ -14,7 +14,6 @@ Each XLA figure is the median of `--reps` calls of a `--steps`-step `lax.scan`, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -22,8 +21,16 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from benchmarks.common import environment, median_seconds
+from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
+from ncf_jax.reporting import markdown_table
+
+FLAGS = flags.FLAGS
+define_common_flags(reps=5)
+flags.DEFINE_integer(
+    "steps", 2000, "lax.scan steps per timed call (half that for the chains)", lower_bound=2
+)
 
 ROWS, WIDTH = 255, 128  # a batch-256 grouped step's item rows; factor 32's first-layer width
 KINDS = {  # name -> (x, w) -> product with the x.shape[0] x WIDTH x WIDTH multiply-adds
@@ -85,29 +92,27 @@ def chains_ratio(multi_thread: bool, steps: int, reps: int, depth: int = 3) -> f
     return median_seconds(lambda: two(xs, w), reps)[0] / median_seconds(lambda: one(xs, w), reps)[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--reps", type=int, default=5)
-    args = parser.parse_args()
+def main(argv) -> None:
+    reject_positional(argv)
+    steps, reps = FLAGS.steps, FLAGS.reps
     flops = 2 * ROWS * WIDTH * WIDTH
     env, rows = environment(), []
     for kind in KINDS:
         for multi_thread in (True, False):
-            seconds = xla_seconds_per_dot(kind, multi_thread, args.steps, args.reps)
+            seconds = xla_seconds_per_dot(kind, multi_thread, steps, reps)
             threads = "XLA, multi-threaded" if multi_thread else "XLA, one thread"
             rows.append({"dot": kind, "runtime": threads, "us": seconds * 1e6})
-        seconds = numpy_seconds_per_dot(kind, args.steps)
+        seconds = numpy_seconds_per_dot(kind, steps)
         rows.append({"dot": kind, "runtime": "NumPy (OpenBLAS)", "us": seconds * 1e6})
     for row in rows:
         row["gflops"] = flops / row["us"] / 1e3
         print(json.dumps(row | env), flush=True)
-    ratios = {mt: chains_ratio(mt, args.steps // 2, args.reps) for mt in (True, False)}
+    ratios = {mt: chains_ratio(mt, steps // 2, reps) for mt in (True, False)}
     print(json.dumps({"two_chains_over_one": {str(k): v for k, v in ratios.items()}} | env))
     print(f"\n{env}\n")
-    print(f"| dot ({ROWS}x{WIDTH}x{WIDTH}) | runtime | us | GFLOP/s |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['dot']} | {r['runtime']} | {r['us']:.1f} | {r['gflops']:.0f} |")
+    columns = [f"dot ({ROWS}x{WIDTH}x{WIDTH})", "runtime", "us", "GFLOP/s"]
+    cells = [(r["dot"], r["runtime"], f"{r['us']:.1f}", f"{r['gflops']:.0f}") for r in rows]
+    print(markdown_table([dict(zip(columns, c, strict=True)) for c in cells], columns), end="")
     print(
         "\nTwo independent dot chains in one XLA program take "
         f"{ratios[True]:.2f}x (multi-threaded dots) / {ratios[False]:.2f}x (one thread) "
@@ -116,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

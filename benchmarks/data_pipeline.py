@@ -1,7 +1,7 @@
 """Benchmark of the data stage: parse + clean + leave-one-out + 99 test negatives per user.
 
-    python -m benchmarks.data_pipeline            # ML-1M shape (ratings.dat)
-    python -m benchmarks.data_pipeline 1m 20m     # also ML-20M shape (ratings.csv)
+    python -m benchmarks.data_pipeline                    # ML-1M shape (ratings.dat)
+    python -m benchmarks.data_pipeline --cases=1m,20m     # also ML-20M shape (ratings.csv)
 
 Synthetic files of the real shapes are written to a temporary folder by a child process, so
 the peak RSS reported (resource.getrusage of this process) covers the pipeline only. Each stage
@@ -16,15 +16,16 @@ import multiprocessing
 import pathlib
 import resource
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 import pandas as pd
+from absl import app, flags
 
 from ncf_jax.config import DataConfig
 from ncf_jax.data import dataset, readers, splits
+from ncf_jax.reporting import markdown_table
 
 # name: (rows, users, items, file name), the shapes of MovieLens 1M and 20M.
 CASES = {
@@ -32,6 +33,14 @@ CASES = {
     "20m": (20_000_263, 138_493, 26_744, "ratings.csv"),
 }
 REPETITIONS = 3
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("cases", ["1m"], f"comma-separated shapes to run, of {sorted(CASES)}")
+flags.register_validator(
+    "cases",
+    lambda cases: not set(cases) - set(CASES),
+    f"unknown case; choose from {sorted(CASES)}",
+)
 
 
 def write_synthetic(path: pathlib.Path, rows: int, users: int, items: int) -> None:
@@ -113,21 +122,21 @@ def bench(case: str, folder: pathlib.Path) -> dict:
     return result
 
 
-def main(cases: list[str]) -> None:
+def main(argv) -> None:
+    # Not benchmarks.common.reject_positional: that module imports JAX, whose ~120 MiB would
+    # count in the peak RSS reported for the pipeline.
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; choose cases with --cases=1m,20m")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for case in cases:
+        for case in FLAGS.cases:
             results.append(bench(case, pathlib.Path(tmp)))
             print(json.dumps(results[-1]), flush=True)
     keys = ["case", "parse_s", "clean_s", "split_s", "negatives_s", "total_s", "peak_rss_mib"]
-    print("\n| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-    for result in results:
-        print("| " + " | ".join(str(result[k]) for k in keys) + " |")
+    # str(): the figures are already rounded (3 decimals, RSS 1), not the table's 4 decimals.
+    table = [{k: str(result[k]) for k in keys} for result in results]
+    print("\n" + markdown_table(table, keys), end="")
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or ["1m"]
-    unknown = set(chosen) - set(CASES)
-    if unknown:
-        sys.exit(f"unknown case(s) {sorted(unknown)}; choose from {sorted(CASES)}")
-    main(chosen)
+    app.run(main)

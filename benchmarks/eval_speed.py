@@ -5,22 +5,30 @@ the median of --reps timed runs (`jax.block_until_ready` on the result dict). Pr
 per case, then a markdown table.
 
   python -m benchmarks.eval_speed                  # ml-100k / ml-1m shapes
-  python -m benchmarks.eval_speed --chunk_size=512 --reps=9
+  python -m benchmarks.eval_speed --full_chunk_size=512 --reps=9
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from benchmarks.common import environment, median_seconds
+from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
 from ncf_jax import evaluate
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.models import TwoTower, scoring
+from ncf_jax.reporting import markdown_table
+
+FLAGS = flags.FLAGS
+define_common_flags(reps=5)
+flags.DEFINE_integer("num_negatives", 99, "sampled negatives per test user")
+flags.DEFINE_integer("sampled_chunk_size", 1024, "users per chunk of the sampled evaluator")
+flags.DEFINE_integer("full_chunk_size", 256, "users per chunk of the full-catalogue evaluator")
+flags.DEFINE_integer("dim", 64, "embedding size of the dot model")
 
 ML_100K, ML_1M = (943, 1682, 100_000), (6040, 3706, 1_000_209)  # users, items, interactions
 
@@ -115,15 +123,9 @@ def bench_full(shape, args, rng, make_model):
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--num_negatives", type=int, default=99)
-    parser.add_argument("--sampled_chunk_size", type=int, default=1024)
-    parser.add_argument("--full_chunk_size", type=int, default=256)
-    parser.add_argument("--dim", type=int, default=64, help="embedding size of the dot model")
-    args = parser.parse_args()
-    rng = np.random.default_rng(0)
+def main(argv):
+    reject_positional(argv)
+    args, rng = FLAGS, np.random.default_rng(0)
     context = environment()
     rows = [
         bench_sampled(ML_100K, args, rng),
@@ -135,16 +137,17 @@ def main():
     ]
     for row in rows:
         print(json.dumps({**context, **row}))
-    print(f"\n{context}\n\n| case | chunk | median s | compile s |\n|---|---|---|---|")
-    for row in rows:
-        cells = (
-            row["case"],
-            row["chunk_size"],
-            f"{row['median_s']:.4f}",
-            f"{row['compile_s']:.2f}",
-        )
-        print("| " + " | ".join(map(str, cells)) + " |")
+    table = [
+        {
+            "case": row["case"],
+            "chunk": row["chunk_size"],
+            "median s": f"{row['median_s']:.4f}",
+            "compile s": f"{row['compile_s']:.2f}",
+        }
+        for row in rows
+    ]
+    print(f"\n{context}\n\n" + markdown_table(table), end="")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -10,20 +10,33 @@ and their ratios. Prints one JSON line per run, then a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 
 import jax
+from absl import app, flags
 
-from benchmarks.common import git_revision
+from benchmarks.common import git_revision, reject_positional
 from ncf_jax import tasks
 from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.data import load_dataset
+from ncf_jax.reporting import markdown_table
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "ncf:ml-100k", "dataset, as the experiments' --dataset")
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "dataset cache and input folder (default: $NCF_JAX_DATA, else ~/.cache/ncf_jax)",
+)
+flags.DEFINE_string("model", "neumf", "NCF model: gmf, mlp or neumf")
+flags.DEFINE_integer("num_seeds", 5, "seeds of the vmapped run, compared with one seed")
+flags.DEFINE_integer("epochs", 5, "training epochs of each run")
+flags.DEFINE_integer("batch_size", 256, "training batch size")
 
 
 def run(data, args, num_seeds: int) -> dict:
@@ -48,15 +61,9 @@ def run(data, args, num_seeds: int) -> dict:
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="ncf:ml-100k")
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--model", default="neumf")
-    parser.add_argument("--num_seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=256)
-    args = parser.parse_args()
+def main(argv):
+    reject_positional(argv)
+    args = FLAGS
     data = load_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
     context = {"device": jax.devices()[0].device_kind, "jax": jax.__version__}
     context["git"] = git_revision()
@@ -64,14 +71,22 @@ def main():
     for row in rows:
         print(json.dumps({**context, "dataset": data.name, "model": args.model, **row}))
     ratio = {k: rows[1][k] / rows[0][k] for k in ("wall_s", "train_s", "train_s_after_first")}
-    print(f"\n{context}\n\n| seeds | wall s | train s | train s (epochs 2+) | HR@10 | load |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        hr = f"{r['hr@10']:.4f} ± {r['hr@10_std']:.4f}"
-        cells = (r["num_seeds"], r["wall_s"], r["train_s"], r["train_s_after_first"], hr)
-        print("| " + " | ".join(map(str, cells)) + f" | {r['load_avg']:.2f} |")
-    print("| ratio | " + " | ".join(f"{v:.2f}x" for v in ratio.values()) + " | | |")
+    columns = ["seeds", "wall s", "train s", "train s (epochs 2+)", "HR@10", "load"]
+    table = [
+        {
+            "seeds": r["num_seeds"],
+            "wall s": str(r["wall_s"]),  # already rounded: not the table's 4 decimals
+            "train s": str(r["train_s"]),
+            "train s (epochs 2+)": str(r["train_s_after_first"]),
+            "HR@10": f"{r['hr@10']:.4f} ± {r['hr@10_std']:.4f}",
+            "load": f"{r['load_avg']:.2f}",
+        }
+        for r in rows
+    ]
+    ratios = ["ratio", *(f"{v:.2f}x" for v in ratio.values())]
+    table.append(dict(zip(columns[:4], ratios, strict=True)))  # no HR@10 or load ratio
+    print(f"\n{context}\n\n" + markdown_table(table, columns), end="")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -24,7 +24,6 @@ that floor (1.0 = at the limit).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -34,9 +33,10 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 from flax import traverse_util
 
-from benchmarks.common import git_revision, median_seconds
+from benchmarks.common import define_common_flags, git_revision, median_seconds, reject_positional
 from ncf_jax import batching, evaluate, interactions, optim, reporting, train
 from ncf_jax.data import synthetic
 from ncf_jax.models import MODELS, create_model, scoring
@@ -51,6 +51,24 @@ SIZES = {
     "two_tower": dict(embed_dim=128, tower_layers=(128, 64)),
 }
 SAMPLE_BYTES = 4 * 4 * 3  # users, items, labels, weights: written, permuted (read + write)
+
+FLAGS = flags.FLAGS
+define_common_flags(reps=3, out_dir="benchmarks/results")
+flags.DEFINE_list("models", ["gmf", "mlp", "neumf", "two_tower"], "models to run")
+flags.DEFINE_list("shapes", ["ml-1m", "ml-20m"], "synthetic MovieLens shapes")
+flags.DEFINE_list("batch_sizes", ["256", "4096", "65536", "1048576"], "training batch sizes")
+flags.register_validator(
+    "batch_sizes",
+    lambda sizes: all(s.isdigit() for s in sizes),
+    "give whole numbers, e.g. 256,4096",
+)
+flags.DEFINE_integer("target_samples", 2**19, "rows per timed call")
+flags.DEFINE_integer("num_neg", 4, "sampled negatives per positive")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "activation dtype of the models")
+flags.DEFINE_list("eval", ["sampled", "full"], "'' to skip evaluation")
+flags.DEFINE_integer("sampled_eval_users", 8192, "users of the sampled evaluation")
+flags.DEFINE_integer("full_users", 256, "users of the full-catalogue evaluation")
+flags.DEFINE_integer("full_chunk", 64, "users per chunk of the full-catalogue evaluator")
 
 
 def measure_peaks(reps: int, dtype) -> dict:
@@ -226,24 +244,13 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="gmf,mlp,neumf,two_tower")
-    parser.add_argument("--shapes", default="ml-1m,ml-20m")
-    parser.add_argument("--batch_sizes", default="256,4096,65536,1048576")
-    parser.add_argument("--target_samples", type=int, default=2**19, help="rows per timed call")
-    parser.add_argument("--num_neg", type=int, default=4)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--eval", default="sampled,full", help="'' to skip evaluation")
-    parser.add_argument("--sampled_eval_users", type=int, default=8192)
-    parser.add_argument("--full_users", type=int, default=256)
-    parser.add_argument("--full_chunk", type=int, default=64)
-    parser.add_argument("--out_dir", default="benchmarks/results")
-    args = parser.parse_args()
+def main(argv):
+    reject_positional(argv)
+    args = FLAGS
     out = pathlib.Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    models = [m for m in args.models.split(",") if m in MODELS and m in SIZES]
+    models = [m for m in args.models if m in MODELS and m in SIZES]
+    batch_sizes = [int(b) for b in args.batch_sizes]
     peaks = measure_peaks(args.reps, jnp.dtype(args.dtype))
     context = {
         "device": jax.devices()[0].device_kind,
@@ -255,11 +262,11 @@ def main():
     }
     print(json.dumps({"context": context, "load_avg": os.getloadavg()}), flush=True)
     rows = []
-    for shape in args.shapes.split(","):
+    for shape in args.shapes:
         data = synthetic.shaped(shape)
         for name in models:
-            cases = [("train", int(b)) for b in args.batch_sizes.split(",")]
-            cases += [(p, None) for p in args.eval.split(",") if p]
+            cases = [("train", b) for b in batch_sizes]
+            cases += [(p, None) for p in args.eval if p]
             for task, batch_size in cases:
                 if task == "train":
                     row = bench_train(name, data, batch_size, args, peaks)
@@ -296,4 +303,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

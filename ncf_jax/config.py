@@ -86,16 +86,14 @@ def parse_list(text: str, cast, name: str) -> tuple:
 
 
 def resume_options(configs: dict) -> dict:
-    """{"<config>.<field>": value} of the options that define a run (resume_safe ones left out),
-    JSON-ready: what WORKDIR records and compares when it resumes."""
+    """{flag: value} of the options that define a run (resume_safe ones left out), JSON-ready:
+    what WORKDIR records and compares when it resumes."""
     out = {}
-    for name, config in configs.items():
-        if config is None:
-            continue
+    for config in configs.values():
         for field in dataclasses.fields(config):
             if not field.metadata.get("resume_safe"):
                 value = getattr(config, field.name)
-                out[f"{name}.{field.name}"] = list(value) if isinstance(value, tuple) else value
+                out[flag_name(field)] = list(value) if isinstance(value, tuple) else value
     return out
 
 

@@ -77,6 +77,11 @@ class Task:
 
 
 # ---------------------------------------------------------------------------------- resuming
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:76] + " ..."
+
+
 def check_options(workdir: pathlib.Path, options: dict) -> None:
     """Records `options` in WORKDIR/options.json, or, when WORKDIR already holds a checkpoint
     trained with other options, raises ResumeError listing them (old -> new)."""
@@ -91,7 +96,8 @@ def check_options(workdir: pathlib.Path, options: dict) -> None:
         new = json.loads(json.dumps(options))  # tuples as lists, like the saved file
         changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
         if changed:
-            lines = "\n".join(f"  --{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            pairs = [f"  --{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in changed]
+            lines = "\n".join(pairs)
             raise ResumeError(
                 f"{workdir} holds a run trained with other options:\n{lines}\nTo start fresh, "
                 f"use another --workdir or delete {workdir}; to resume, pass the old values."

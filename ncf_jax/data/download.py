@@ -145,6 +145,8 @@ def fetch(remote: Remote, dest, *, opener=urllib.request.urlopen) -> pathlib.Pat
     dest = pathlib.Path(dest)
     by_hand = f"download it by hand from {remote.url} and place it at {dest}"
     if not dest.is_file():
+        if os.environ.get("NCF_JAX_OFFLINE"):  # air-gapped machines: say what to fetch, at once
+            raise DownloadError(f"{dest} is missing and NCF_JAX_OFFLINE is set: {by_hand}")
         logging.info("downloading %s to %s", remote.url, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
