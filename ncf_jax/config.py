@@ -76,6 +76,22 @@ def require(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def require_validation_for(select_epoch: str, has_validation: bool) -> None:
+    """--select_epoch=valid picks epochs on a validation split, which the data must have."""
+    require(
+        select_epoch == "test" or has_validation,
+        "--select_epoch=valid needs a validation split: add --validation",
+    )
+
+
+def require_adam_for_lazy(train_config) -> None:
+    """Row-sparse ("lazy") embeddings are an Adam: refuse them with another learner."""
+    require(
+        not (train_config.lazy_embeddings and train_config.learner != "adam"),
+        "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
+    )
+
+
 def parse_list(text: str, cast, name: str) -> tuple:
     """'64,32,16,8' or the authors' '[64,32,16,8]' -> (64, 32, 16, 8)."""
     body = text.strip().strip("[]").strip()

@@ -157,6 +157,8 @@ def run(task: Task, workdir) -> dict:
         logging.info("init: %s", reporting.format_metrics(init))
 
     results = dict(task.results, init=init)
+    if histories[0]:  # resumed: the record so far, under the head of this run
+        results |= _summary(task, histories)
     progress = reporting.Progress(task.epochs, start=len(histories[0]))
     for epoch in range(len(histories[0]) + 1, task.epochs + 1):
         t0 = time.perf_counter()

@@ -28,6 +28,8 @@ from ncf_jax.config import (
     reg_layers,
     reg_mf,
     require,
+    require_adam_for_lazy,
+    require_validation_for,
     resume_options,
     validate,
 )
@@ -145,10 +147,7 @@ class NCFTrainConfig(TrainConfig):
 
     def __post_init__(self):
         validate(self)
-        require(
-            not (self.lazy_embeddings and self.learner != "adam"),
-            "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
-        )
+        require_adam_for_lazy(self)
         require(
             self.batch_layout == "shuffled" or self.batch_size >= 1 + self.num_neg,
             f"--batch_layout=grouped needs --batch_size >= 1 + --num_neg = {1 + self.num_neg}",
@@ -208,10 +207,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     """The record of one NCF run (or of `num_seeds` replicas) on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
     c = train_config
-    require(
-        eval_config.select_epoch == "test" or data.has_validation,
-        "--select_epoch=valid needs a validation split: add --validation",
-    )
+    require_validation_for(eval_config.select_epoch, data.has_validation)
 
     # Devices: a ("data", "model") mesh; tables get rows padded to split evenly over "model".
     mesh = sharding.make_mesh(c.mesh_model)

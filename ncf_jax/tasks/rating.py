@@ -23,6 +23,8 @@ from ncf_jax.config import (
     layers,
     option,
     require,
+    require_adam_for_lazy,
+    require_validation_for,
     resume_options,
     select_epoch,
     validate,
@@ -87,10 +89,7 @@ class RatingTrainConfig(TrainConfig):
 
     def __post_init__(self):
         validate(self)
-        require(
-            not (self.lazy_embeddings and self.learner != "adam"),
-            "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
-        )
+        require_adam_for_lazy(self)
         require(
             not (self.lazy_embeddings and self.weight_decay),
             "--weight_decay does not reach row-sparse tables: use --reg_mf without "
@@ -215,10 +214,7 @@ def make_rating_evaluator(predict_fn, users, items, ratings, *, chunk_size: int 
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
     """The record of one rating run on `data`'s train ratings."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
-    require(
-        eval_config.select_epoch == "test" or data.has_validation,
-        "--select_epoch=valid needs a validation split: add --validation",
-    )
+    require_validation_for(eval_config.select_epoch, data.has_validation)
 
     # Model, optimiser, state.
     model = create_model(model_config, data.num_users, data.num_items)

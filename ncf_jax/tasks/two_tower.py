@@ -24,6 +24,7 @@ from ncf_jax.config import (
     ints,
     option,
     require,
+    require_validation_for,
     resume_options,
     validate,
 )
@@ -130,10 +131,7 @@ def evaluate_popularity(data: InteractionData, eval_config: EvalConfig) -> dict:
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
     """The record of one two-tower run on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
-    require(
-        eval_config.select_epoch == "test" or data.has_validation,
-        "--select_epoch=valid needs a validation split: add --validation",
-    )
+    require_validation_for(eval_config.select_epoch, data.has_validation)
 
     # Model, optimiser, state.
     model = create_model(model_config, data.num_users, data.num_items)
