@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ncf_jax.interactions import Interactions
+from ncf_jax.interactions import DeviceInteractions
 from ncf_jax.permutation import permutation
 from ncf_jax.sampling import sample_negatives
 
@@ -25,7 +25,9 @@ def num_steps(num_pairs: int, *, num_neg: int, batch_size: int) -> int:
     return -(-num_pairs * (1 + num_neg) // batch_size)
 
 
-def epoch_batches(key: jax.Array, data: Interactions, *, num_neg: int, batch_size: int) -> Batches:
+def epoch_batches(
+    key: jax.Array, data: DeviceInteractions, *, num_neg: int, batch_size: int
+) -> Batches:
     """Samples negatives, shuffles and batches one epoch, all on device."""
     neg_key, perm_key = jax.random.split(key)
     n = data.num_pairs
@@ -39,7 +41,7 @@ def epoch_batches(key: jax.Array, data: Interactions, *, num_neg: int, batch_siz
 
 
 def grouped_batches(
-    key: jax.Array, data: Interactions, *, num_neg: int, batch_size: int
+    key: jax.Array, data: DeviceInteractions, *, num_neg: int, batch_size: int
 ) -> Batches:
     """`epoch_batches` with each positive kept beside its own `num_neg` negatives.
 
@@ -77,7 +79,7 @@ def shuffle_into_batches(key: jax.Array, rows: dict, *, batch_size: int) -> Batc
 
 
 def candidate_batches(
-    key: jax.Array, data: Interactions, *, num_neg: int, batch_size: int
+    key: jax.Array, data: DeviceInteractions, *, num_neg: int, batch_size: int
 ) -> Batches:
     """One epoch of (user, [positive, num_neg negatives]) rows for retrieval losses, on device.
 

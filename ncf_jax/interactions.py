@@ -1,6 +1,6 @@
 """Stage: on-device interactions. Training pairs and per-user positives, moved to device once.
 
-`Interactions` is a pytree of device arrays: a jitted epoch takes it as an argument (never as
+`DeviceInteractions` is a pytree of device arrays: a jitted epoch takes it as an argument (never as
 a closed-over constant, which would bake the data into the compiled program).
 """
 
@@ -15,7 +15,7 @@ from ncf_jax.data.types import InteractionData, csr_from_pairs
 
 
 @struct.dataclass
-class Interactions:
+class DeviceInteractions:
     """Training positives and the items each user's negatives must avoid.
 
     users, items: [n_train] int32 training positives.
@@ -37,7 +37,7 @@ class Interactions:
         return self.users.shape[0]
 
 
-def from_csr(users, items, indptr, indices, num_items: int, device=None) -> Interactions:
+def from_csr(users, items, indptr, indices, num_items: int, device=None) -> DeviceInteractions:
     """Checks that every user has a negative left, then puts the arrays on `device`."""
     degree = np.diff(indptr)
     full = np.flatnonzero(degree >= num_items)
@@ -49,7 +49,7 @@ def from_csr(users, items, indptr, indices, num_items: int, device=None) -> Inte
     if indptr[-1] >= 2**31:
         raise ValueError("more than 2^31 positives: int32 indices would overflow")
     put = lambda x: jax.device_put(np.asarray(x, dtype=np.int32), device)
-    return Interactions(
+    return DeviceInteractions(
         users=put(users),
         items=put(items),
         indptr=put(indptr),
@@ -59,7 +59,7 @@ def from_csr(users, items, indptr, indices, num_items: int, device=None) -> Inte
     )
 
 
-def from_data(data: InteractionData, *, exclude: str = "train", device=None) -> Interactions:
+def from_data(data: InteractionData, *, exclude: str = "train", device=None) -> DeviceInteractions:
     """Device interactions of `data`'s training split.
 
     exclude: "train" — negatives avoid the user's training items (the NCF authors' choice);
@@ -74,7 +74,7 @@ def from_data(data: InteractionData, *, exclude: str = "train", device=None) -> 
     return from_csr(data.train_users, data.train_items, indptr, indices, data.num_items, device)
 
 
-def from_pairs(users, items, num_users: int, num_items: int, device=None) -> Interactions:
+def from_pairs(users, items, num_users: int, num_items: int, device=None) -> DeviceInteractions:
     """Device interactions whose negatives avoid exactly the given positives."""
     indptr, indices = csr_from_pairs(users, items, num_users)
     return from_csr(users, items, indptr, indices, num_items, device)

@@ -12,16 +12,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ncf_jax.interactions import Interactions
+from ncf_jax.interactions import DeviceInteractions
 
 
-def sample_negatives(key: jax.Array, users: jax.Array, data: Interactions) -> jax.Array:
+def sample_negatives(key: jax.Array, users: jax.Array, data: DeviceInteractions) -> jax.Array:
     """One uniform negative for each entry of `users`.
 
     Args:
       key: PRNG key.
       users: [...] int32 user ids.
-      data: per-user excluded items (`Interactions.indptr/indices`), sorted per user.
+      data: per-user excluded items (`DeviceInteractions.indptr/indices`), sorted per user.
 
     Returns:
       [...] int32 item ids, each uniform over the items `data` does not exclude for that user.

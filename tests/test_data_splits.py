@@ -138,7 +138,7 @@ def test_k_core_reaches_a_fixed_point():
 
 def _negatives(users, items, num_items, k, seed):
     known = csr_from_pairs(users, items, int(users.max()) + 1)
-    return splits.sample_negatives(
+    return splits.sample_test_negatives(
         np.unique(users),
         np.zeros(len(np.unique(users)), np.int32),
         *known,
@@ -168,7 +168,7 @@ def test_negatives_are_uniform():
     n = 6000
     users = np.zeros(2, np.int64)
     known = csr_from_pairs(users, np.array([0, 3]), 1)
-    negatives, _ = splits.sample_negatives(
+    negatives, _ = splits.sample_test_negatives(
         np.zeros(n, np.int64),
         np.zeros(n, np.int32),
         *known,
@@ -190,7 +190,7 @@ def test_negatives_are_uniform():
 
 def test_negatives_pad_and_mask_when_too_few_candidates():
     known = csr_from_pairs(np.array([0, 0, 0]), np.array([0, 1, 2]), 1)
-    negatives, mask = splits.sample_negatives(
+    negatives, mask = splits.sample_test_negatives(
         np.array([0]),
         np.array([2], np.int32),
         *known,

@@ -8,7 +8,7 @@ from ncf_jax.data.readers import (
     read_movielens_ratings,
 )
 from ncf_jax.data.side_info import read_side_table
-from ncf_jax.data.splits import leave_one_out, sample_negatives
+from ncf_jax.data.splits import leave_one_out, sample_test_negatives
 from ncf_jax.data.types import InteractionData, csr_from_pairs
 from ncf_jax.errors import DataError, DownloadError
 
@@ -30,6 +30,6 @@ __all__ = [
     "read_movielens_ratings",
     "read_ncf",
     "read_side_table",
-    "sample_negatives",
+    "sample_test_negatives",
     "write_ncf",
 ]

@@ -24,7 +24,7 @@ Pipeline (`ncf_jax.data.dataset.prepare`), with the choices the specification le
      (they cannot be scored), then `test_rating_threshold` keeps rows rated >= it (applied to
      validation too, so model selection sees the test protocol). User and item id spaces are
      not shrunk by these drops.
-  6. test negatives: see `sample_negatives`.
+  6. test negatives: see `sample_test_negatives`.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def _distinct_ranks(free: np.ndarray, k: int, rng: np.random.Generator) -> np.nd
     return ranks
 
 
-def sample_negatives(
+def sample_test_negatives(
     users,
     own_items,
     known_indptr,
@@ -264,7 +264,7 @@ def with_negatives(
     rows: Rows, prefix: str, known, *, num_items: int, num_negatives: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """`rows.fields(prefix)` plus sampled `<prefix>_negatives` and `<prefix>_negatives_mask`."""
-    negatives, mask = sample_negatives(
+    negatives, mask = sample_test_negatives(
         rows.users, rows.items, *known, num_items=num_items, num_negatives=num_negatives, rng=rng
     )
     return {
