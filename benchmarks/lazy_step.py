@@ -2,9 +2,11 @@
 
 Dense Adam reads and writes every row of every table at every step, so its step grows with
 the catalogue; row-sparse ("lazy") Adam differentiates the looked-up rows only
-(`train.lazy_step`), so its step should stay flat. NeuMF on tables of the public datasets'
-sizes (`synthetic.SHAPES`), `--steps` random batches of `--batch_size` scanned in one call;
-compile excluded, median of `--reps` calls, each ended by `jax.block_until_ready`.
+(`train.lazy_update`), so its step should stay flat; "floor" is row-sparse SGD
+(`train.row_sgd_update`), the least a step that touches only the batch's rows can cost.
+NeuMF on tables of the public datasets' sizes (`synthetic.SHAPES`), `--steps` random batches
+of `--batch_size` scanned in one epoch call; compile excluded, median of `--reps` calls, each
+ended by `jax.block_until_ready`.
 
   python -m benchmarks.lazy_step
   python -m benchmarks.lazy_step --shapes=ml-20m --model=neumf-32 --adam=lazy
@@ -13,7 +15,6 @@ compile excluded, median of `--reps` calls, each ended by `jax.block_until_ready
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 
 from benchmarks.common import environment, median_seconds
 from benchmarks.ncf_epoch import CASES
-from ncf_jax import optim, train, xla
+from ncf_jax import optim, train
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model
 
@@ -38,27 +39,31 @@ def random_batches(key, num_users: int, num_items: int, *, steps: int, batch_siz
     }
 
 
-def bench(shape: str, name: str, lazy: bool, *, steps: int, batch_size: int, reps: int) -> dict:
+def bench(shape: str, name: str, adam: str, *, steps: int, batch_size: int, reps: int) -> dict:
     num_users, num_items, _ = synthetic.SHAPES[shape]
     config = CASES[name]
     model = create_model(config, num_users, num_items)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
     tx = optim.make_optimizer("adam", 0.001)
     loss_fn = train.make_loss_fn(model.apply, config)
-    if lazy:
-        step = functools.partial(train.lazy_step, loss_fn=loss_fn, tx=tx, learning_rate=0.001)
-    else:
-        step = functools.partial(train.dense_step, loss_fn=loss_fn, tx=tx)
-    run = xla.jit(lambda state, batches: jax.lax.scan(step, state, batches))
-    batches = random_batches(
-        jax.random.key(1), num_users, num_items, steps=steps, batch_size=batch_size
+    make = lambda key, data: random_batches(
+        key, num_users, num_items, steps=steps, batch_size=batch_size
     )
-    state = train.create_train_state(params, tx, lazy=lazy)
-    seconds, _ = median_seconds(lambda: run(state, batches), reps)
+    if adam == "floor":
+        run = train.make_floor_epoch(loss_fn, make, learning_rate=0.001)
+    else:
+        run = train.make_train_epoch(loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001)
+    state = [train.create_train_state(params, tx, lazy=adam == "lazy")]
+
+    def call():
+        state[0], loss = run(state[0], None, jax.random.key(1))
+        return loss
+
+    seconds, _ = median_seconds(call, reps)
     return {
         "tables": f"{shape} ({num_users:,} users, {num_items:,} items)",
         "model": name,
-        "adam": "lazy" if lazy else "dense",
+        "adam": adam,
         "batch_size": batch_size,
         "steps": steps,
         "us_per_step": round(seconds / steps * 1e6, 1),
@@ -70,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="ml-100k,ml-1m,ml-20m")
     parser.add_argument("--model", default="neumf-8", choices=sorted(CASES))
-    parser.add_argument("--adam", default="dense,lazy")
+    parser.add_argument("--adam", default="floor,dense,lazy", help="floor: row-sparse SGD")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--reps", type=int, default=3)
@@ -81,7 +86,7 @@ def main() -> None:
             row = bench(
                 shape,
                 args.model,
-                adam == "lazy",
+                adam,
                 steps=args.steps,
                 batch_size=args.batch_size,
                 reps=args.reps,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ncf_jax.models.layers import ROW_DELTAS
+from ncf_jax.models.layers import LOOKED_UP
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -40,24 +40,24 @@ def l2_penalty(params, users, items, weights, *, reg_mf: float, reg_layers: tupl
 
     Args:
       params: Flax variables `{"params": ...}`; tables follow `ncf_jax.models.layers` naming.
-        A `row_deltas` collection (row-sparse training) is added to the looked-up rows.
+        A `looked_up` collection (row-sparse training) gives rows already looked up; its
+        tables need not be in `params`.
       users, items: [batch] int32 ids indexing those tables.
       weights: [batch] float32 sample weights (0 for padding).
       reg_mf: L2 of the `mf_*` rows; reg_layers: of the `mlp_*` rows (entry 0) and of each
         `mlp_dense_i` kernel (entry i + 1); one value broadcasts.
     """
     total = jnp.zeros((), jnp.float32)
-    deltas = params.get(ROW_DELTAS, {})
-    for name, leaf in params["params"].items():
+    looked_up = params.get(LOOKED_UP, {})
+    for name, leaf in (looked_up | params["params"]).items():
         if not isinstance(leaf, dict):
             continue
         if "embedding" in leaf:
             coef = reg_mf if name.startswith("mf_") else layer_coefficient(reg_layers, 0)
             if coef and name.startswith(("mf_", "mlp_")):
                 ids = users if name.endswith("_user") else items
-                rows = leaf["embedding"][ids]
-                if name in deltas:  # row-sparse training differentiates the looked-up rows
-                    rows = rows + deltas[name]["embedding"]
+                # row-sparse training passes the rows it looked up, not the table
+                rows = looked_up[name]["embedding"] if name in looked_up else leaf["embedding"][ids]
                 total += coef * weighted_mean(jnp.sum(jnp.square(rows), axis=-1), weights)
         elif name.startswith("mlp_dense_"):
             coef = layer_coefficient(reg_layers, int(name.rsplit("_", 1)[1]) + 1)

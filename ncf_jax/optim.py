@@ -112,12 +112,27 @@ def lazy_adam_rows(
       count: int32 number of updates done before this one (global step).
       learning_rate: scalar or optax schedule of `count`.
     """
+    mu, nu = moments.mu, moments.nu
+    new_rows, mu_rows, nu_rows = adam_rows(
+        table.at[rows].get(mode="fill", fill_value=0),
+        mu.at[rows].get(mode="fill", fill_value=0),
+        nu.at[rows].get(mode="fill", fill_value=0),
+        grads,
+        count,
+        learning_rate,
+    )
+    return table.at[rows].set(new_rows, mode="drop"), RowMoments(
+        mu=mu.at[rows].set(mu_rows, mode="drop"), nu=nu.at[rows].set(nu_rows, mode="drop")
+    )
+
+
+def adam_rows(rows, mu, nu, grads, count, learning_rate) -> tuple:
+    """(rows, mu, nu) after one Adam step of rows with moments mu, nu and gradients grads
+    (all [r, dim]); count: int32 updates done before this one; learning_rate: scalar or
+    optax schedule of `count`. The arithmetic every row-sparse Adam path shares."""
     lr = learning_rate(count) if callable(learning_rate) else learning_rate
     t = (count + 1).astype(jnp.float32)
-    mu = B1 * moments.mu.at[rows].get(mode="fill", fill_value=0) + (1 - B1) * grads
-    nu = B2 * moments.nu.at[rows].get(mode="fill", fill_value=0) + (1 - B2) * jnp.square(grads)
+    mu = B1 * mu + (1 - B1) * grads
+    nu = B2 * nu + (1 - B2) * jnp.square(grads)
     step = lr * (mu / (1 - B1**t)) / (jnp.sqrt(nu / (1 - B2**t)) + EPS)
-    new_rows = table.at[rows].get(mode="fill", fill_value=0) - step
-    return table.at[rows].set(new_rows, mode="drop"), RowMoments(
-        mu=moments.mu.at[rows].set(mu, mode="drop"), nu=moments.nu.at[rows].set(nu, mode="drop")
-    )
+    return rows - step, mu, nu

@@ -18,7 +18,7 @@ from flax import struct, traverse_util
 
 from ncf_jax import losses, optim, xla
 from ncf_jax.batching import Batches
-from ncf_jax.models.layers import ROW_DELTAS
+from ncf_jax.models.layers import LOOKED_UP
 
 
 @struct.dataclass
@@ -74,35 +74,47 @@ def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tup
 def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate) -> tuple:
     """Row-sparse Adam step: table rows outside the batch are left untouched.
 
-    The loss is differentiated with respect to the rows looked up in the batch (zero-valued
-    `row_deltas` added to them, see `ncf_jax.models.layers.Embed`), never the tables, so no
-    table-sized gradient is built: the step costs O(batch), whatever the table sizes. Gradients
-    of a row looked up several times are summed (`sum_duplicates`); every copy then computes
-    the same new values, so the scatter back is deterministic.
+    One step on its own; an epoch (`make_train_epoch`) runs `lazy_update` instead and carries
+    the gradient-sum buffers through its scan, so it pays their O(table) allocation once.
+    """
+    sums = {name: jnp.zeros_like(m.mu) for name, m in state.table_moments.items()}
+    state, _, loss = lazy_update(
+        state, sums, batch, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate
+    )
+    return state, loss
+
+
+def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, learning_rate):
+    """(state, sums, loss): one row-sparse Adam step, O(batch) whatever the table sizes.
+
+    The loss is differentiated with respect to the rows looked up in the batch (passed to the
+    model as `looked_up`, see `ncf_jax.models.layers.Embed`), never the tables. `sums` holds
+    one all-zero buffer per table (`{table name: [rows, dim]}`): the row gradients are
+    scatter-added into it, read back at the batch's ids (so every copy of a repeated id sees
+    the sum over all of them), and those rows are zeroed again. That replaces a sort and a
+    segment sum per step; the sums are added in batch order as before, so the result is
+    bitwise the same. Every copy of a repeated id then writes the same new values.
     """
     tables, dense = split_tables(state.params)
-    ids = {path: _table_ids(path, batch) for path in tables}
-    deltas = {
-        path: jnp.zeros(ids[path].shape + table.shape[-1:], table.dtype)
-        for path, table in tables.items()
-    }
-
-    def loss_of(dense, deltas):
-        variables = merge_tables(tables, dense)
-        row_deltas = {(ROW_DELTAS, *path[1:]): d for path, d in deltas.items()}
-        return loss_fn(variables | traverse_util.unflatten_dict(row_deltas), batch)
-
-    loss, (g_dense, g_rows) = jax.value_and_grad(loss_of, argnums=(0, 1))(dense, deltas)
+    rows = {path: _lookup(table, _table_ids(path, batch)) for path, table in tables.items()}
+    (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
+        dense, rows, batch, loss_fn
+    )
     updates, opt_state = tx.update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
-    new_tables, moments = {}, {}
+    new_tables, moments, new_sums = {}, {}, {}
     for path, table in tables.items():
         name = "/".join(path)
-        rows, grads = sum_duplicates(
-            ids[path].reshape(-1), g_rows[path].reshape(-1, table.shape[-1])
-        )
-        new_tables[path], moments[name] = optim.lazy_adam_rows(
-            table, state.table_moments[name], rows, grads, state.step, learning_rate=learning_rate
+        ids = _table_ids(path, batch).reshape(-1)
+        new_tables[path], moments[name], new_sums[name] = _adam_table(
+            table,
+            state.table_moments[name],
+            sums[name],
+            ids,
+            rows[path].reshape(-1, table.shape[-1]),
+            g_rows[path].reshape(-1, table.shape[-1]),
+            state.step,
+            learning_rate=learning_rate,
         )
     new_state = state.replace(
         step=state.step + 1,
@@ -110,30 +122,62 @@ def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learnin
         opt_state=opt_state,
         table_moments=moments,
     )
-    return new_state, loss
+    return new_state, new_sums, loss
+
+
+def _row_loss(dense, rows: dict, batch: Batches, loss_fn: LossFn) -> jax.Array:
+    looked_up = {(LOOKED_UP, *path[1:]): r for path, r in rows.items()}
+    return loss_fn(dense | traverse_util.unflatten_dict(looked_up), batch)
+
+
+def _lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+    return table.at[ids].get(mode="fill", fill_value=0)
+
+
+def _adam_table(table, moments, sums, ids, rows, grads, count, *, learning_rate) -> tuple:
+    """(table, moments, sums) after row-sparse Adam on `table[ids]`; `sums` all zero again."""
+    sums = sums.at[ids].add(grads, mode="drop")
+    totals = _lookup(sums, ids)
+    rows, mu, nu = optim.adam_rows(
+        rows, _lookup(moments.mu, ids), _lookup(moments.nu, ids), totals, count, learning_rate
+    )
+    # Zeros computed from `totals` (min(|x|, 0) is +0 for any non-NaN x): the dependency makes
+    # XLA read the sums before it zeroes them, so the scatters stay in place; plain zeros let
+    # it copy the whole buffer twice a step.
+    sums = sums.at[ids].set(jnp.minimum(jnp.abs(totals), 0), mode="drop")
+    moments = optim.RowMoments(
+        mu=moments.mu.at[ids].set(mu, mode="drop"), nu=moments.nu.at[ids].set(nu, mode="drop")
+    )
+    return table.at[ids].set(rows, mode="drop"), moments, sums
+
+
+def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learning_rate):
+    """(state, loss): SGD that differentiates the looked-up rows and scatter-adds them back.
+
+    The floor of any optimiser that touches only the batch's rows (`benchmarks.ncf_epoch`
+    times every configuration as a multiple of it); dense parameters get plain SGD too.
+    """
+    tables, dense = split_tables(state.params)
+    rows = {path: _lookup(table, _table_ids(path, batch)) for path, table in tables.items()}
+    (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
+        dense, rows, batch, loss_fn
+    )
+    dense = jax.tree.map(lambda p, g: p - learning_rate * g, dense, g_dense)
+    new_tables = {
+        path: table.at[_table_ids(path, batch).reshape(-1)].add(
+            -learning_rate * g_rows[path].reshape(-1, table.shape[-1]), mode="drop"
+        )
+        for path, table in tables.items()
+    }
+    return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
 
 
 def _table_ids(path: tuple[str, ...], batch: Batches) -> jax.Array:
+    """The ids that index the table at `path`: the one place that knows it (from its name)."""
     kind = path[-2].rsplit("_", 1)[-1]
     if kind not in ("user", "item"):
         raise ValueError(f"embedding {'/'.join(path)} must be named *_user or *_item")
     return batch[kind + "s"]
-
-
-def sum_duplicates(ids: jax.Array, grads: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(ids sorted, each one's row of `grads` summed over all entries with that id).
-
-    ids: [n] int; grads: [n, d]. O(n log n): a sort of the ids and a segment sum, no buffer
-    of the table's size.
-    """
-    order = jnp.argsort(ids)
-    ids = ids[order]
-    new = jnp.concatenate([jnp.zeros(1, jnp.int32), (ids[1:] != ids[:-1]).astype(jnp.int32)])
-    segment = jnp.cumsum(new)
-    totals = jax.ops.segment_sum(
-        grads[order], segment, num_segments=ids.shape[0], indices_are_sorted=True
-    )
-    return ids, totals[segment]
 
 
 def make_loss_fn(apply_fn, model_config) -> LossFn:
@@ -170,19 +214,42 @@ def make_train_epoch(
     is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
     """
     if lazy:
-        step_fn = functools.partial(lazy_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate)
+        step_fn = functools.partial(
+            lazy_update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate
+        )
     else:
-        step_fn = functools.partial(dense_step, loss_fn=loss_fn, tx=tx)
+        step_fn = _without_sums(functools.partial(dense_step, loss_fn=loss_fn, tx=tx))
+    return _scanned_epoch(step_fn, make_batches, lazy=lazy)
 
-    def body(state, batch):
-        state, loss = step_fn(state, batch)
+
+def make_floor_epoch(loss_fn: LossFn, make_batches, *, learning_rate: float):
+    """`make_train_epoch`'s epoch with `row_sgd_update` steps: the benchmark's floor."""
+    sgd = functools.partial(row_sgd_update, loss_fn=loss_fn, learning_rate=learning_rate)
+    return _scanned_epoch(_without_sums(sgd), make_batches, lazy=False)
+
+
+def _without_sums(step):
+    def step_fn(state, sums, batch):
+        state, loss = step(state, batch)
+        return state, sums, loss
+
+    return step_fn
+
+
+def _scanned_epoch(step_fn, make_batches, *, lazy: bool):
+    """The jitted, donated epoch around `step_fn(state, sums, batch) -> (state, sums, loss)`;
+    `sums` are the row-sparse gradient buffers (all zero between steps; {} unless lazy)."""
+
+    def body(carry, batch):
+        state, sums, loss = step_fn(*carry, batch)
         weight = jnp.sum(batch["weights"])
-        return state, (loss * weight, weight)
+        return (state, sums), (loss * weight, weight)
 
     @xla.jit(donate_argnums=0)
     def train_epoch(state: TrainState, data, key: jax.Array):
         batches = make_batches(jax.random.fold_in(key, state.epoch), data)
-        state, (loss_sums, weights) = jax.lax.scan(body, state, batches)
+        sums = {n: jnp.zeros_like(m.mu) for n, m in state.table_moments.items()} if lazy else {}
+        (state, _), (loss_sums, weights) = jax.lax.scan(body, (state, sums), batches)
         return state.replace(epoch=state.epoch + 1), jnp.sum(loss_sums) / jnp.sum(weights)
 
     return train_epoch

@@ -22,21 +22,26 @@ embedding_init = nn.initializers.normal(stddev=0.01)
 dense_init = nn.initializers.lecun_uniform()
 
 
-# The variable collection holding, per table, a zero-valued array added to the rows looked up
-# in a batch: the gradient with respect to it is the gradient with respect to those rows.
-# Row-sparse training (`ncf_jax.train.lazy_step`) differentiates that instead of the tables.
-ROW_DELTAS = "row_deltas"
+# The variable collection holding, per table, the rows a caller has already looked up for the
+# batch. Row-sparse training (`ncf_jax.train.lazy_step`) gathers each batch's rows itself, from
+# tables it keeps packed side by side, and differentiates the loss with respect to those rows:
+# the gradient then has the batch's size, never the table's.
+LOOKED_UP = "looked_up"
 
 
 class Embed(nn.Embed):
-    """`nn.Embed` (same parameters) whose looked-up rows get `row_deltas/<name>/embedding`
-    added when the caller passes that collection; without it, a plain lookup."""
+    """`nn.Embed` (same parameters) that returns `looked_up/<name>/embedding` as its rows when
+    the caller passes that collection (then the table itself need not be passed); without
+    it, a plain lookup."""
+
+    def setup(self):
+        if not self.has_variable(LOOKED_UP, "embedding"):
+            super().setup()
 
     def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
-        rows = super().__call__(inputs)
-        if self.has_variable(ROW_DELTAS, "embedding"):
-            rows = rows + self.get_variable(ROW_DELTAS, "embedding")
-        return rows
+        if self.has_variable(LOOKED_UP, "embedding"):
+            return self.get_variable(LOOKED_UP, "embedding")
+        return super().__call__(inputs)
 
 
 def embed(name: str, num: int, features: int, ids: jnp.ndarray) -> jnp.ndarray:
