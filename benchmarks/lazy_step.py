@@ -14,17 +14,36 @@ ended by `jax.block_until_ready`.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-from benchmarks.common import environment, median_seconds
-from benchmarks.ncf_epoch import CASES
+from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
+from benchmarks.ncf_epoch import ADAMS, CASES
 from ncf_jax import optim, train
 from ncf_jax.data import synthetic
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, layers
+from ncf_jax.reporting import markdown_table
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("shapes", ["ml-100k", "ml-1m", "ml-20m"], "synthetic table shapes to time")
+flags.register_validator(
+    "shapes",
+    lambda shapes: shapes and not set(shapes) - set(synthetic.SHAPES),
+    f"unknown or empty --shapes; choose from {','.join(synthetic.SHAPES)}",
+)
+flags.DEFINE_enum("model", "neumf-8", sorted(CASES), "model of the ncf_epoch benchmark")
+flags.DEFINE_list("adam", list(ADAMS), "floor: row-sparse SGD")
+flags.register_validator(
+    "adam",
+    lambda adams: adams and not set(adams) - set(ADAMS),
+    f"unknown or empty --adam; choose from {','.join(ADAMS)}",
+)
+flags.DEFINE_integer("steps", 500, "training steps scanned in one timed call")
+flags.DEFINE_integer("batch_size", 256, "training batch size")
+define_common_flags(reps=3)
 
 
 def random_batches(key, num_users: int, num_items: int, *, steps: int, batch_size: int) -> dict:
@@ -43,17 +62,21 @@ def bench(shape: str, name: str, adam: str, *, steps: int, batch_size: int, reps
     num_users, num_items, _ = synthetic.SHAPES[shape]
     config = CASES[name]
     model = create_model(config, num_users, num_items)
-    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    dummy = jnp.zeros(1, jnp.int32)
+    params = model.init(jax.random.key(0), dummy, dummy)
+    tables = layers.table_labels(model, dummy, dummy)
     tx = optim.make_optimizer("adam", 0.001)
-    loss_fn = train.make_loss_fn(model.apply, config)
+    loss_fn = train.make_loss_fn(model.apply, config, tables)
     make = lambda key, data: random_batches(
         key, num_users, num_items, steps=steps, batch_size=batch_size
     )
     if adam == "floor":
-        run = train.make_floor_epoch(loss_fn, make, learning_rate=0.001)
+        run = train.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
     else:
-        run = train.make_train_epoch(loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001)
-    state = [train.create_train_state(params, tx, lazy=adam == "lazy")]
+        run = train.make_train_epoch(
+            loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001, tables=tables
+        )
+    state = [train.create_train_state(params, tx, lazy=adam == "lazy", tables=tables)]
 
     def call():
         state[0], loss = run(state[0], None, jax.random.key(1))
@@ -71,37 +94,33 @@ def bench(shape: str, name: str, adam: str, *, steps: int, batch_size: int, reps
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default="ml-100k,ml-1m,ml-20m")
-    parser.add_argument("--model", default="neumf-8", choices=sorted(CASES))
-    parser.add_argument("--adam", default="floor,dense,lazy", help="floor: row-sparse SGD")
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--reps", type=int, default=3)
-    args = parser.parse_args()
+def main(argv) -> None:
+    reject_positional(argv)
     env, rows = environment(), []
-    for shape in args.shapes.split(","):
-        for adam in args.adam.split(","):
+    for shape in FLAGS.shapes:
+        for adam in FLAGS.adam:
             row = bench(
                 shape,
-                args.model,
+                FLAGS.model,
                 adam,
-                steps=args.steps,
-                batch_size=args.batch_size,
-                reps=args.reps,
+                steps=FLAGS.steps,
+                batch_size=FLAGS.batch_size,
+                reps=FLAGS.reps,
             )
             rows.append(row | env)
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{env}\n")
-    print("| tables | model | Adam | us/step | samples/s |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['tables']} | {r['model']} | {r['adam']} | {r['us_per_step']:.0f} | "
-            f"{r['samples_per_second']:,} |"
-        )
+    table = [
+        {
+            "tables": r["tables"],
+            "model": r["model"],
+            "Adam": r["adam"],
+            "us/step": f"{r['us_per_step']:.0f}",
+            "samples/s": f"{r['samples_per_second']:,}",
+        }
+        for r in rows
+    ]
+    print(f"\n{env}\n\n" + markdown_table(table), end="")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -19,7 +19,6 @@ divided by that floor's, so a figure means the same on a fast or a slow, busy or
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import pathlib
@@ -28,12 +27,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-from benchmarks.common import environment, median_seconds
+from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
 from ncf_jax import batching, evaluate, interactions, optim, train
 from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.data import load_dataset, synthetic
-from ncf_jax.models import create_model, scoring
+from ncf_jax.models import create_model, layers, scoring
+from ncf_jax.reporting import markdown_table
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 CASES = {  # name -> ModelConfig
@@ -43,23 +44,51 @@ CASES = {  # name -> ModelConfig
     "mlp-32": ModelConfig(model="mlp", layers=(256, 128, 64, 32)),
 }
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ncf"
+ADAMS, LAYOUTS = ("floor", "dense", "lazy"), ("shuffled", "grouped")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """This script's flags; called only when it runs, as `benchmarks.lazy_step` imports CASES
+    and defines flags of the same names (--adam, --batch_size, --reps) with its own defaults."""
+    help_shape = "synthetic MovieLens shape; ml-100k reads the NCF files when present"
+    flags.DEFINE_enum("shape", "ml-100k", sorted(synthetic.SHAPES), help_shape)
+    flags.DEFINE_list("models", list(CASES), f"models to time, of {', '.join(CASES)}")
+    flags.DEFINE_list("adam", ["dense", "lazy"], "floor is always added")
+    flags.DEFINE_integer("batch_size", 256, "training batch size")
+    flags.DEFINE_integer("num_neg", 4, "sampled negatives per positive")
+    define_common_flags(reps=3)
+    flags.DEFINE_list("layouts", list(LAYOUTS), "batch layouts: shuffled rows, grouped")
+    for name, names in [("models", CASES), ("adam", ADAMS), ("layouts", LAYOUTS)]:
+        flags.register_validator(
+            name,  # an empty --adam is the floor alone; empty --models or --layouts run nothing
+            lambda given, names=names, name=name: (
+                (given or name == "adam") and not set(given) - set(names)
+            ),
+            f"unknown or empty --{name}; choose from {','.join(names)}",
+        )
 
 
 def prepare(data, name: str, adam: str, *, batch_size: int, num_neg: int, grouped: bool):
     """(run_epoch, evaluate) of one case; `adam` is dense, lazy or floor (row-sparse SGD)."""
     config = CASES[name]
     model = create_model(config, data.num_users, data.num_items)
-    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    dummy = jnp.zeros(1, jnp.int32)
+    params = model.init(jax.random.key(0), dummy, dummy)
+    tables = layers.table_labels(model, dummy, dummy)
     tx = optim.make_optimizer("adam", 0.001)
     layout = batching.grouped_batches if grouped else batching.epoch_batches
     make = functools.partial(layout, num_neg=num_neg, batch_size=batch_size)
-    loss_fn = train.make_loss_fn(model.apply, config)
+    loss_fn = train.make_loss_fn(model.apply, config, tables)
     if adam == "floor":
-        epoch = train.make_floor_epoch(loss_fn, make, learning_rate=0.001)
+        epoch = train.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
     else:
-        epoch = train.make_train_epoch(loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001)
+        epoch = train.make_train_epoch(
+            loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001, tables=tables
+        )
     device_data = interactions.from_data(data)
-    state = [train.create_train_state(params, tx, lazy=adam == "lazy")]
+    state = [train.create_train_state(params, tx, lazy=adam == "lazy", tables=tables)]
 
     def run_epoch():
         state[0], loss = epoch(state[0], device_data, jax.random.key(1))
@@ -113,43 +142,39 @@ def load(shape: str):
     return synthetic.shaped(shape)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="ml-100k", choices=sorted(synthetic.SHAPES))
-    parser.add_argument("--models", default=",".join(CASES))
-    parser.add_argument("--adam", default="dense,lazy", help="floor is always added")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--num_neg", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument(
-        "--layouts", default="shuffled,grouped", help="batch layouts: shuffled rows, grouped"
-    )
-    args = parser.parse_args()
-    data, env = load(args.shape), environment()
+def main(argv) -> None:
+    reject_positional(argv)
+    data, env = load(FLAGS.shape), environment()
     rows = []
-    for name in args.models.split(","):
-        for layout in args.layouts.split(","):
+    for name in FLAGS.models:
+        for layout in FLAGS.layouts:
             for row in bench_group(
                 data,
                 name,
-                args.adam.split(","),
-                reps=args.reps,
-                batch_size=args.batch_size,
-                num_neg=args.num_neg,
+                FLAGS.adam,
+                reps=FLAGS.reps,
+                batch_size=FLAGS.batch_size,
+                num_neg=FLAGS.num_neg,
                 grouped=layout == "grouped",
             ):
                 rows.append(row | {"layout": layout} | env)
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{env}\n")
-    print("| data | model | batches | Adam | epoch s | x floor | samples/s | eval s (all users) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['data']} | {r['model']} | {r['layout']} | {r['adam']} | "
-            f"{r['epoch_seconds']:.3f} | {r['x_floor']:.2f} | {r['samples_per_second']:,} | "
-            f"{r['eval_seconds']:.3f} |"
-        )
+    table = [
+        {
+            "data": r["data"],
+            "model": r["model"],
+            "batches": r["layout"],
+            "Adam": r["adam"],
+            "epoch s": f"{r['epoch_seconds']:.3f}",
+            "x floor": f"{r['x_floor']:.2f}",
+            "samples/s": f"{r['samples_per_second']:,}",
+            "eval s (all users)": f"{r['eval_seconds']:.3f}",
+        }
+        for r in rows
+    ]
+    print(f"\n{env}\n\n" + markdown_table(table), end="")
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

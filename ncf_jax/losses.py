@@ -34,30 +34,38 @@ def layer_coefficient(reg_layers: tuple, i: int) -> float:
     return reg_layers[0] if len(reg_layers) == 1 else reg_layers[i]
 
 
-def l2_penalty(params, users, items, weights, *, reg_mf: float, reg_layers: tuple) -> jax.Array:
-    """The NCF regulariser for a batch: reg_mf / reg_layers[0] on the looked-up embedding
-    rows of `mf_*` / `mlp_*` tables, reg_layers[i + 1] on the kernel of `mlp_dense_i`.
+def l2_penalty(params, batch, weights, *, tables, reg_mf: float, reg_layers: tuple) -> jax.Array:
+    """The NCF regulariser for a batch: reg_mf / reg_layers[0] on the looked-up rows of the
+    tables labelled "mf" / "mlp", reg_layers[i + 1] on the kernel of `mlp_dense_i` (the layers
+    `ncf_jax.models.layers.tower` builds).
 
     Args:
-      params: Flax variables `{"params": ...}`; tables follow `ncf_jax.models.layers` naming.
-        A `looked_up` collection (row-sparse training) gives rows already looked up; its
-        tables need not be in `params`.
-      users, items: [batch] int32 ids indexing those tables.
+      params: Flax variables `{"params": ...}`. A `looked_up` collection (row-sparse training)
+        gives rows already looked up; its tables need not be in `params`.
+      batch: the batch, holding the ids ("users", "items") each table is indexed by.
       weights: [batch] float32 sample weights (0 for padding).
-      reg_mf: L2 of the `mf_*` rows; reg_layers: of the `mlp_*` rows (entry 0) and of each
-        `mlp_dense_i` kernel (entry i + 1); one value broadcasts.
+      tables: {path: Table} of the model (`layers.table_labels`); None when the model has no
+        table to regularise (then reg_mf and reg_layers[0] must be 0).
+      reg_mf, reg_layers: the coefficients; one reg_layers value broadcasts.
     """
+    coefs = {"mf": reg_mf, "mlp": layer_coefficient(reg_layers, 0)}
+    if tables is None and any(coefs.values()):
+        raise ValueError("embedding L2 needs tables=layers.table_labels(model, ...)")
+    tables = tables or {}
+    if any(len(path) != 3 and t.l2 for path, t in tables.items()):
+        raise ValueError("embedding L2 reaches tables of the model's top level only")
     total = jnp.zeros((), jnp.float32)
     looked_up = params.get(LOOKED_UP, {})
     for name, leaf in (looked_up | params["params"]).items():
         if not isinstance(leaf, dict):
             continue
-        if "embedding" in leaf:
-            coef = reg_mf if name.startswith("mf_") else layer_coefficient(reg_layers, 0)
-            if coef and name.startswith(("mf_", "mlp_")):
-                ids = users if name.endswith("_user") else items
+        table = tables.get(("params", name, "embedding"))
+        if table is not None:
+            coef = coefs.get(table.l2, 0.0)
+            if coef:
                 # row-sparse training passes the rows it looked up, not the table
-                rows = looked_up[name]["embedding"] if name in looked_up else leaf["embedding"][ids]
+                rows = looked_up[name]["embedding"] if name in looked_up else None
+                rows = leaf["embedding"][batch[table.ids]] if rows is None else rows
                 total += coef * weighted_mean(jnp.sum(jnp.square(rows), axis=-1), weights)
         elif name.startswith("mlp_dense_"):
             coef = layer_coefficient(reg_layers, int(name.rsplit("_", 1)[1]) + 1)

@@ -101,19 +101,20 @@ def padded_rows(num_rows: int, mesh: Mesh | None) -> int:
     return -(-num_rows // parts) * parts
 
 
-def _is_table_path(path) -> bool:
-    """True under a table's "embedding" key: params and optax moments end in it, and row-sparse
-    moments are keyed "params/<table>/embedding"."""
-    return any(str(getattr(k, "key", "")).endswith("embedding") for k in path)
+def _mirrors_a_table(path, tables: dict) -> bool:
+    """True for a leaf that is one of `tables` ({("params", ..., "embedding"): Table}) or
+    mirrors one: optax moments repeat the table's path below their own keys, and row-sparse
+    moments are keyed by the table's path joined with "/"."""
+    keys = "/" + "/".join(str(getattr(k, "key", getattr(k, "name", ""))) for k in path) + "/"
+    return any("/" + "/".join(t[1:]) + "/" in keys for t in tables)
 
 
-def state_shardings(tree, mesh: Mesh, *, shard_tables: bool = False):
-    """NamedShardings for a TrainState (or params) pytree: replicated, except, with
-    `shard_tables`, the 2-D leaves under an "embedding" key (tables and their Adam moments),
-    split by rows over "model"."""
+def state_shardings(tree, mesh: Mesh, *, tables: dict | None = None):
+    """NamedShardings for a TrainState (or params) pytree: replicated, except the 2-D leaves of
+    `tables` (`layers.table_labels`; their Adam moments too), split by rows over "model"."""
 
     def spec(path, leaf):
-        rows = shard_tables and np.ndim(leaf) == 2 and _is_table_path(path)
+        rows = bool(tables) and np.ndim(leaf) == 2 and _mirrors_a_table(path, tables)
         return NamedSharding(mesh, P(MODEL, None) if rows else P())
 
     return jax.tree_util.tree_map_with_path(spec, tree)
@@ -163,16 +164,17 @@ def data_parallel_apply(apply_fn, mesh: Mesh | None):
     return apply
 
 
-def shard_train_epoch(train_epoch, state, data, mesh: Mesh | None, *, shard_tables: bool = False):
+def shard_train_epoch(train_epoch, state, data, mesh: Mesh | None, *, tables: dict | None = None):
     """(epoch, state, data) placed on `mesh`: `epoch(state, data, key) -> (state, loss)` is jitted
     with the state's shardings in and out (state donated), data and key replicated.
 
-    `train_epoch` is `train.make_train_epoch(...)` built with `data_parallel_batches`. On a
+    `train_epoch` is `train.make_train_epoch(...)` built with `data_parallel_batches`; `tables`
+    (`layers.table_labels`) are split by rows over "model" (None: everything replicated). On a
     trivial mesh everything is returned unchanged.
     """
     if is_trivial(mesh):
         return train_epoch, state, data
-    state_sh = state_shardings(state, mesh, shard_tables=shard_tables)
+    state_sh = state_shardings(state, mesh, tables=tables)
     data_sh = jax.tree.map(lambda _: replicated(mesh), data)
     epoch = xla.jit(
         train_epoch,

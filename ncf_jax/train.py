@@ -34,25 +34,28 @@ class TrainState:
     table_moments: Any
 
 
-def _is_table(path: tuple[str, ...]) -> bool:
-    return path[-1] == "embedding"
-
-
-def split_tables(params) -> tuple[dict, dict]:
-    """({path: table}, dense params as a nested dict) of Flax variables."""
+def split_tables(params, tables: dict) -> tuple[dict, dict]:
+    """({path: table array}, dense params as a nested dict) of Flax variables; `tables` is
+    `layers.table_labels(model, ...)` ({path: Table})."""
     flat = traverse_util.flatten_dict(params)
-    tables = {k: v for k, v in flat.items() if _is_table(k)}
-    dense = traverse_util.unflatten_dict({k: v for k, v in flat.items() if not _is_table(k)})
-    return tables, dense
+    arrays = {k: v for k, v in flat.items() if k in tables}
+    dense = traverse_util.unflatten_dict({k: v for k, v in flat.items() if k not in tables})
+    return arrays, dense
 
 
 def merge_tables(tables: dict, dense) -> dict:
     return traverse_util.unflatten_dict({**traverse_util.flatten_dict(dense), **tables})
 
 
-def create_train_state(params, tx: optax.GradientTransformation, *, lazy: bool) -> TrainState:
+def create_train_state(
+    params, tx: optax.GradientTransformation, *, lazy: bool, tables: dict | None = None
+) -> TrainState:
+    """The state before the first step; row-sparse (`lazy`) Adam keeps the moments of each of
+    `tables` ({path: Table}, `layers.table_labels`) apart from the dense parameters'."""
     if lazy:
-        tables, dense = split_tables(params)
+        if not tables:
+            raise ValueError("row-sparse Adam needs tables=layers.table_labels(model, ...)")
+        tables, dense = split_tables(params, tables)
         opt_state = tx.init(dense)
         moments = {"/".join(k): optim.init_row_moments(v) for k, v in tables.items()}
     else:
@@ -71,7 +74,7 @@ def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tup
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
 
 
-def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate) -> tuple:
+def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate, tables):
     """Row-sparse Adam step: table rows outside the batch are left untouched.
 
     One step on its own; an epoch (`make_train_epoch`) runs `lazy_update` instead and carries
@@ -79,12 +82,13 @@ def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learnin
     """
     sums = {name: jnp.zeros_like(m.mu) for name, m in state.table_moments.items()}
     state, _, loss = lazy_update(
-        state, sums, batch, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate
+        state, sums, batch, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
     )
     return state, loss
 
 
-def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, learning_rate):
+def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, learning_rate,
+                tables):  # fmt: skip
     """(state, sums, loss): one row-sparse Adam step, O(batch) whatever the table sizes.
 
     The loss is differentiated with respect to the rows looked up in the batch (passed to the
@@ -95,8 +99,10 @@ def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, l
     segment sum per step; the sums are added in batch order as before, so the result is
     bitwise the same. Every copy of a repeated id then writes the same new values.
     """
-    tables, dense = split_tables(state.params)
-    rows = {path: _lookup(table, _table_ids(path, batch)) for path, table in tables.items()}
+    labels = tables
+    tables, dense = split_tables(state.params, labels)
+    ids_of = lambda path: batch[labels[path].ids]
+    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
     (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
         dense, rows, batch, loss_fn
     )
@@ -105,7 +111,7 @@ def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, l
     new_tables, moments, new_sums = {}, {}, {}
     for path, table in tables.items():
         name = "/".join(path)
-        ids = _table_ids(path, batch).reshape(-1)
+        ids = ids_of(path).reshape(-1)
         new_tables[path], moments[name], new_sums[name] = _adam_table(
             table,
             state.table_moments[name],
@@ -151,20 +157,22 @@ def _adam_table(table, moments, sums, ids, rows, grads, count, *, learning_rate)
     return table.at[ids].set(rows, mode="drop"), moments, sums
 
 
-def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learning_rate):
+def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learning_rate, tables):
     """(state, loss): SGD that differentiates the looked-up rows and scatter-adds them back.
 
     The floor of any optimiser that touches only the batch's rows (`benchmarks.ncf_epoch`
     times every configuration as a multiple of it); dense parameters get plain SGD too.
     """
-    tables, dense = split_tables(state.params)
-    rows = {path: _lookup(table, _table_ids(path, batch)) for path, table in tables.items()}
+    labels = tables
+    tables, dense = split_tables(state.params, labels)
+    ids_of = lambda path: batch[labels[path].ids]
+    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
     (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
         dense, rows, batch, loss_fn
     )
     dense = jax.tree.map(lambda p, g: p - learning_rate * g, dense, g_dense)
     new_tables = {
-        path: table.at[_table_ids(path, batch).reshape(-1)].add(
+        path: table.at[ids_of(path).reshape(-1)].add(
             -learning_rate * g_rows[path].reshape(-1, table.shape[-1]), mode="drop"
         )
         for path, table in tables.items()
@@ -172,25 +180,18 @@ def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learni
     return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
 
 
-def _table_ids(path: tuple[str, ...], batch: Batches) -> jax.Array:
-    """The ids that index the table at `path`: the one place that knows it (from its name)."""
-    kind = path[-2].rsplit("_", 1)[-1]
-    if kind not in ("user", "item"):
-        raise ValueError(f"embedding {'/'.join(path)} must be named *_user or *_item")
-    return batch[kind + "s"]
-
-
-def make_loss_fn(apply_fn, model_config) -> LossFn:
-    """Pointwise BCE on logits plus the configured L2 penalties."""
+def make_loss_fn(apply_fn, model_config, tables: dict | None = None) -> LossFn:
+    """Pointwise BCE on logits plus the configured L2 penalties (on the rows of `tables`,
+    `layers.table_labels(model, ...)`, and the MLP kernels)."""
 
     def loss_fn(params, batch):
         users, items, weights = batch["users"], batch["items"], batch["weights"]
         logits = apply_fn(params, users, items)
         penalty = losses.l2_penalty(
             params,
-            users,
-            items,
+            batch,
             weights,
+            tables=tables,
             reg_mf=model_config.reg_mf,
             reg_layers=model_config.reg_layers,
         )
@@ -206,8 +207,11 @@ def make_train_epoch(
     *,
     lazy: bool = False,
     learning_rate=None,
+    tables: dict | None = None,
 ):
     """A jitted `train_epoch(state, data, key) -> (state, mean_loss)`; `state` is donated.
+    Row-sparse (`lazy`) Adam updates the rows of `tables` (`layers.table_labels`) that a batch
+    looks up.
 
     `make_batches(key, data)` builds the epoch's `[steps, batch, ...]` arrays on device (e.g.
     `functools.partial(batching.epoch_batches, num_neg=4, batch_size=256)`); the epoch's key
@@ -215,16 +219,18 @@ def make_train_epoch(
     """
     if lazy:
         step_fn = functools.partial(
-            lazy_update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate
+            lazy_update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
         )
     else:
         step_fn = _without_sums(functools.partial(dense_step, loss_fn=loss_fn, tx=tx))
     return _scanned_epoch(step_fn, make_batches, lazy=lazy)
 
 
-def make_floor_epoch(loss_fn: LossFn, make_batches, *, learning_rate: float):
+def make_floor_epoch(loss_fn: LossFn, make_batches, *, learning_rate: float, tables: dict):
     """`make_train_epoch`'s epoch with `row_sgd_update` steps: the benchmark's floor."""
-    sgd = functools.partial(row_sgd_update, loss_fn=loss_fn, learning_rate=learning_rate)
+    sgd = functools.partial(
+        row_sgd_update, loss_fn=loss_fn, learning_rate=learning_rate, tables=tables
+    )
     return _scanned_epoch(_without_sums(sgd), make_batches, lazy=False)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ncf_jax import checkpoint, optim, train
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, layers
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 
@@ -15,7 +15,8 @@ def test_train_state_round_trips_exactly(tmp_path, lazy):
     model = create_model(ModelConfig(model="neumf", num_factors=4, layers=(8, 4)), 6, 9)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
     tx = optim.make_optimizer("adam", 0.01)
-    state = train.create_train_state(params, tx, lazy=lazy)
+    tables = layers.table_labels(model, jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    state = train.create_train_state(params, tx, lazy=lazy, tables=tables)
     batch = {
         "users": jnp.array([0, 5]),
         "items": jnp.array([3, 8]),
@@ -24,10 +25,10 @@ def test_train_state_round_trips_exactly(tmp_path, lazy):
     }
     loss_fn = train.make_loss_fn(model.apply, ModelConfig())
     step = train.lazy_step if lazy else train.dense_step
-    kwargs = {"learning_rate": 0.01} if lazy else {}
+    kwargs = {"learning_rate": 0.01, "tables": tables} if lazy else {}
     state, _ = step(state, batch, loss_fn=loss_fn, tx=tx, **kwargs)  # non-trivial moments
     checkpoint.save(tmp_path / "ckpt", 7, state, {"note": "x", "history": [{"epoch": 1}]})
-    template = train.create_train_state(params, tx, lazy=lazy)
+    template = train.create_train_state(params, tx, lazy=lazy, tables=tables)
     restored, meta = checkpoint.restore(tmp_path / "ckpt", template)
     assert meta == {"note": "x", "history": [{"epoch": 1}]}
     assert jax.tree.structure(restored) == jax.tree.structure(state)

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from ncf_jax import batching, evaluate, interactions, optim, sharding, train
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.models import create_model, scoring
+from ncf_jax.models import create_model, layers, scoring
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
 DATA = synthetic.planted(num_users=64, num_items=80, per_user=10, num_test_negatives=30)
@@ -23,7 +23,9 @@ def _train(mesh, *, shard_tables=False, lazy=False, epochs=2):
     tx = optim.make_optimizer("adam", 0.01)
     init_key, key = jax.random.split(jax.random.key(0))
     dummy = jax.numpy.zeros((1,), jax.numpy.int32)
-    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=lazy)
+    tables = layers.table_labels(model, dummy, dummy)
+    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=lazy,
+                                     tables=tables)  # fmt: skip
     make_batches = functools.partial(batching.epoch_batches, num_neg=2, batch_size=64)
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     epoch = train.make_train_epoch(
@@ -32,10 +34,11 @@ def _train(mesh, *, shard_tables=False, lazy=False, epochs=2):
         sharding.data_parallel_batches(make_batches, mesh),
         lazy=lazy,
         learning_rate=0.01,
+        tables=tables,
     )
     data = interactions.from_data(DATA)
     epoch, state, data = sharding.shard_train_epoch(
-        epoch, state, data, mesh, shard_tables=shard_tables
+        epoch, state, data, mesh, tables=tables if shard_tables else None
     )
     losses = []
     for _ in range(epochs):

@@ -3,6 +3,7 @@
 import functools
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ from flax import traverse_util
 from ncf_jax import batching, interactions, losses, optim, tasks, train
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, layers
 from ncf_jax.models.layers import LOOKED_UP
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
@@ -137,20 +138,27 @@ LAZY_CASES = {  # name -> (model config, batch ids); ids repeat so duplicates mu
 }
 
 
+def _tables(model) -> dict:
+    return layers.table_labels(model, jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+
+
 @pytest.mark.parametrize("case", sorted(LAZY_CASES))
 def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(case):
     config, users, items = LAZY_CASES[case]
     model = create_model(config, 10, 12)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    loss_fn = train.make_loss_fn(model.apply, config)
+    tables = _tables(model)
+    loss_fn = train.make_loss_fn(model.apply, config, tables)
     tx = optim.make_optimizer("adam", 0.01)
     labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
     batch = {"users": users, "items": items, "labels": labels, "weights": jnp.ones(items.shape)}
     dense, dense_loss = train.dense_step(
         train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, tx=tx
     )
-    lazy_state = train.create_train_state(params, tx, lazy=True)
-    lazy, lazy_loss = train.lazy_step(lazy_state, batch, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    lazy_state = train.create_train_state(params, tx, lazy=True, tables=tables)
+    step = functools.partial(train.lazy_step, loss_fn=loss_fn, tx=tx, learning_rate=0.01,
+                             tables=tables)  # fmt: skip
+    lazy, lazy_loss = step(lazy_state, batch)
     np.testing.assert_allclose(lazy_loss, dense_loss, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
@@ -158,7 +166,7 @@ def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(
         lazy.params,
     )
     batch2 = dict(batch, users=jnp.zeros_like(users))
-    lazy2, _ = train.lazy_step(lazy, batch2, loss_fn=loss_fn, tx=tx, learning_rate=0.01)
+    lazy2, _ = step(lazy, batch2)
     before, after = (
         lazy.params["params"]["mf_user"]["embedding"],
         lazy2.params["params"]["mf_user"]["embedding"],
@@ -167,11 +175,12 @@ def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(
     assert not np.array_equal(before[0], after[0])
 
 
-def _reference_lazy_step(state, batch, *, loss_fn, tx, learning_rate):
+def _reference_lazy_step(state, batch, *, loss_fn, tx, learning_rate, tables):
     """Row-sparse Adam as it was before the gradient-sum buffers (git 365f9e2): duplicate ids
     summed by a sort and a segment sum, then `optim.lazy_adam_rows`."""
-    tables, dense = train.split_tables(state.params)
-    ids = {path: train._table_ids(path, batch) for path in tables}
+    labels = tables
+    tables, dense = train.split_tables(state.params, labels)
+    ids = {path: batch[labels[path].ids] for path in tables}
     rows = {path: table[ids[path]] for path, table in tables.items()}
 
     def loss_of(dense, rows):
@@ -213,10 +222,12 @@ def test_lazy_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
     config, users, items = LAZY_CASES[case]
     model = create_model(config, 10, 12)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    tables = _tables(model)
     kwargs = {
-        "loss_fn": train.make_loss_fn(model.apply, config),
+        "loss_fn": train.make_loss_fn(model.apply, config, tables),
         "tx": optim.make_optimizer("adam", 0.01),
         "learning_rate": 0.01,
+        "tables": tables,
     }
     labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
     steps = 6  # ids shifted each step, so rows come back with stale moments; repeats in each
@@ -226,7 +237,7 @@ def test_lazy_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
         "labels": jnp.stack([labels] * steps),
         "weights": jnp.ones((steps, *items.shape)),
     }
-    want = got = train.create_train_state(params, kwargs["tx"], lazy=True)
+    want = got = train.create_train_state(params, kwargs["tx"], lazy=True, tables=tables)
     reference = jax.jit(functools.partial(_reference_lazy_step, **kwargs))
     new = jax.jit(functools.partial(train.lazy_step, **kwargs))
     for s in range(steps):
@@ -245,11 +256,11 @@ def test_lazy_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
     # how XLA fuses the whole epoch's program (last-bit differences in a few entries).
     make_batches = lambda key, data: batches
     epoch = train.make_train_epoch(
-        kwargs["loss_fn"], kwargs["tx"], make_batches, lazy=True, learning_rate=0.01
-    )
-    state, _ = epoch(
-        train.create_train_state(params, kwargs["tx"], lazy=True), None, jax.random.key(0)
-    )
+        kwargs["loss_fn"], kwargs["tx"], make_batches, lazy=True, learning_rate=0.01,
+        tables=tables,
+    )  # fmt: skip
+    start = train.create_train_state(params, kwargs["tx"], lazy=True, tables=tables)
+    state, _ = epoch(start, None, jax.random.key(0))
     for a, b in zip(jax.tree.leaves(want.params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
@@ -258,15 +269,16 @@ def test_row_sgd_floor_is_sgd_on_the_looked_up_rows():
     config, users, items = LAZY_CASES["pointwise"]
     model = create_model(config, 10, 12)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    loss_fn = train.make_loss_fn(model.apply, config)
+    loss_fn = train.make_loss_fn(model.apply, config, _tables(model))
     batch = {"users": users, "items": items, "labels": jnp.ones(4), "weights": jnp.ones(4)}
     tx = optax.sgd(0.1)
     dense, dense_loss = train.dense_step(
         train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, tx=tx
     )
     floor, loss = train.row_sgd_update(
-        train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, learning_rate=0.1
-    )
+        train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn,
+        learning_rate=0.1, tables=_tables(model),
+    )  # fmt: skip
     assert float(loss) == float(dense_loss) and int(floor.step) == 1
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8),
@@ -281,7 +293,8 @@ def test_lazy_step_builds_nothing_of_a_table_size_but_the_updated_tables():
     model = create_model(config, num_users, num_items)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
     tx = optim.make_optimizer("adam", 0.01)
-    state = train.create_train_state(params, tx, lazy=True)
+    tables = _tables(model)
+    state = train.create_train_state(params, tx, lazy=True, tables=tables)
     batch = {
         "users": jnp.arange(8),
         "items": jnp.arange(8),
@@ -290,9 +303,10 @@ def test_lazy_step_builds_nothing_of_a_table_size_but_the_updated_tables():
     }
     step = functools.partial(
         train.lazy_update,
-        loss_fn=train.make_loss_fn(model.apply, config),
+        loss_fn=train.make_loss_fn(model.apply, config, tables),
         tx=tx,
         learning_rate=0.01,
+        tables=tables,
     )
     sums = {name: jnp.zeros_like(m.mu) for name, m in state.table_moments.items()}
     jaxpr = jax.make_jaxpr(step)(state, sums, batch).jaxpr
@@ -323,9 +337,9 @@ def test_l2_penalty_by_hand():
         * (np.sum(p["mlp_user"]["embedding"][0] ** 2) + np.sum(p["mlp_item"]["embedding"][1] ** 2))
         + 0.3 * np.sum(p["mlp_dense_0"]["kernel"] ** 2)
     )
-    got = losses.l2_penalty(
-        params, users, items, weights, reg_mf=config.reg_mf, reg_layers=config.reg_layers
-    )
+    got = losses.l2_penalty(params, {"users": users, "items": items}, weights,
+                            tables=_tables(model), reg_mf=config.reg_mf,
+                            reg_layers=config.reg_layers)  # fmt: skip
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -371,3 +385,48 @@ def test_train_epoch_is_deterministic_and_donates_state():
     assert int(state.epoch) == 1 and int(state.step) == batching.num_steps(
         len(DATA.train_users), num_neg=2, batch_size=32
     )
+
+
+class _Renamed(nn.Module):
+    """GMF with tables named unlike any convention: the labels, not the names, decide."""
+
+    @nn.compact
+    def __call__(self, users, items):
+        p = layers.embed("alpha", 10, 4, users, table=layers.Table("users", "mf"))
+        q = layers.embed("beta", 12, 4, items, table=layers.Table("items", "mf"))
+        return jnp.sum(p * q, axis=-1)
+
+
+def test_tables_are_found_by_structure_not_by_name():
+    model = _Renamed()
+    tables = _tables(model)
+    assert tables == {
+        ("params", "alpha", "embedding"): layers.Table("users", "mf"),
+        ("params", "beta", "embedding"): layers.Table("items", "mf"),
+    }
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    users, items = jnp.array([1, 1, 3]), jnp.array([2, 5, 2])
+    batch = {"users": users, "items": items, "weights": jnp.ones(3)}
+    # L2 reaches the looked-up rows of both tables
+    got = losses.l2_penalty(params, batch, batch["weights"], tables=tables, reg_mf=0.5,
+                            reg_layers=(0.0,))  # fmt: skip
+    p = jax.tree.map(np.asarray, params["params"])
+    rows = np.sum(p["alpha"]["embedding"][users] ** 2 + p["beta"]["embedding"][items] ** 2, -1)
+    np.testing.assert_allclose(got, 0.5 * rows.mean(), rtol=1e-6)
+    # row-sparse Adam touches the batch's rows only
+    tx = optim.make_optimizer("adam", 0.01)
+    loss_fn = lambda params, batch: jnp.mean(model.apply(params, batch["users"], batch["items"]))
+    state = train.create_train_state(params, tx, lazy=True, tables=tables)
+    state, _ = train.lazy_step(state, batch, loss_fn=loss_fn, tx=tx, learning_rate=0.01,
+                               tables=tables)  # fmt: skip
+    alpha = np.asarray(state.params["params"]["alpha"]["embedding"])
+    changed = np.flatnonzero(np.any(alpha != p["alpha"]["embedding"], axis=1))
+    assert changed.tolist() == [1, 3]
+    # and row sharding splits them (and their moments) over "model"
+    from ncf_jax import sharding
+
+    mesh = sharding.make_mesh(num_model=2)
+    specs = sharding.state_shardings(state, mesh, tables=tables)
+    rows = jax.sharding.PartitionSpec("model", None)
+    assert specs.params["params"]["alpha"]["embedding"].spec == rows
+    assert specs.table_moments["params/beta/embedding"].mu.spec == rows

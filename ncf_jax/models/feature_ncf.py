@@ -44,13 +44,17 @@ class FeatureNCF(nn.Module):
     def __call__(self, users, items, continuous=None, categorical=None, *, train: bool = False):
         width = self.layers[0] // 2
         parts = [
-            layers.embed("mlp_user", self.num_users, width, users),
-            layers.embed("mlp_item", self.num_items, width, items),
+            layers.embed(
+                "mlp_user", self.num_users, width, users, table=layers.Table("users", "mlp")
+            ),
+            layers.embed(
+                "mlp_item", self.num_items, width, items, table=layers.Table("items", "mlp")
+            ),
         ]
         if self.num_continuous:
             parts.append(jnp.asarray(continuous, jnp.float32))
         for j, size in enumerate(self.categorical_sizes):
-            # Named feat_<j>, not *_user / *_item: these tables are indexed by feature codes.
+            # Plain nn.Embed, no Table: indexed by feature codes, not by user or item ids.
             init = layers.embedding_init
             table = nn.Embed(size, self.categorical_dim, embedding_init=init, name=f"feat_{j}")
             parts.append(table(categorical[..., j]))

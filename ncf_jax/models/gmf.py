@@ -25,6 +25,10 @@ class GMF(nn.Module):
 
     @nn.compact
     def __call__(self, users, items):
-        p = layers.embed("mf_user", self.num_users, self.num_factors, users)
-        q = layers.embed("mf_item", self.num_items, self.num_factors, items)
+        p = layers.embed(
+            "mf_user", self.num_users, self.num_factors, users, table=layers.Table("users", "mf")
+        )
+        q = layers.embed(
+            "mf_item", self.num_items, self.num_factors, items, table=layers.Table("items", "mf")
+        )
         return layers.logit((p * q).astype(self.dtype), self.dtype)

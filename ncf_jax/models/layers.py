@@ -1,9 +1,11 @@
 """Stage: model. Shared building blocks and the naming conventions every model follows.
 
 Conventions the rest of the library relies on (and that a new model must keep):
-- an embedding table looked up with user ids is a module named `<prefix>_user`, one looked up
-  with item ids `<prefix>_item`; its parameter is called `embedding`. Row-sparse ("lazy")
-  optimisers and per-row L2 use these names to find which ids index which table.
+- an embedding table is looked up through `embed(..., table=Table(ids, l2))`, which says, where
+  the model looks it up, which batch ids index it ("users" or "items") and which regulariser
+  reaches its rows. `table_labels(model, ...)` collects these from the model's structure once
+  (any module names), and row-sparse Adam, per-row L2 and row sharding read them: nothing
+  parses parameter names.
 - `__call__(users, items)` takes int32 ids of broadcast-compatible shapes and returns float32
   logits (or predictions) of the broadcast shape, so one model scores `[batch]` pairs and
   `[users, 1]` x `[users, candidates]` grids alike. Models compute per-user work once per
@@ -12,9 +14,11 @@ Conventions the rest of the library relies on (and that a new model must keep):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # The NCF authors' Keras code: embeddings N(0, 0.01), dense layers LeCun-uniform.
@@ -29,10 +33,25 @@ dense_init = nn.initializers.lecun_uniform()
 LOOKED_UP = "looked_up"
 
 
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """What training must know of an embedding table, said where the model looks it up.
+
+    ids: the batch entry holding the ids that index it ("users" or "items").
+    l2: the regulariser of its looked-up rows: "mf" (--reg_mf), "mlp" (--reg_layers[0]) or
+      None.
+    """
+
+    ids: str
+    l2: str | None = None
+
+
 class Embed(nn.Embed):
     """`nn.Embed` (same parameters) that returns `looked_up/<name>/embedding` as its rows when
     the caller passes that collection (then the table itself need not be passed); without
-    it, a plain lookup."""
+    it, a plain lookup. `table` labels it for `table_labels`."""
+
+    table: Table | None = None
 
     def setup(self):
         if not self.has_variable(LOOKED_UP, "embedding"):
@@ -44,9 +63,27 @@ class Embed(nn.Embed):
         return super().__call__(inputs)
 
 
-def embed(name: str, num: int, features: int, ids: jnp.ndarray) -> jnp.ndarray:
-    """Looks `ids` up in a fresh N(0, 0.01) table named `name` (call inside a compact module)."""
-    return Embed(num, features, embedding_init=embedding_init, name=name)(ids)
+def embed(name: str, num: int, features: int, ids: jnp.ndarray, *, table: Table) -> jnp.ndarray:
+    """Looks `ids` up in a fresh N(0, 0.01) table named `name`, labelled `table` (call inside a
+    compact module)."""
+    return Embed(num, features, embedding_init=embedding_init, name=name, table=table)(ids)
+
+
+def table_labels(model, *init_args) -> dict[tuple[str, ...], Table]:
+    """{("params", ..., "embedding"): Table} of every labelled table of `model`, in the order
+    the model looks them up, found by tracing `model.init(key, *init_args)` (shapes only, no
+    arrays are built): the one definition of "which parameters are tables, indexed by what"."""
+    found = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, Embed) and context.method_name == "__call__" and module.table:
+            found[("params", *module.path, "embedding")] = module.table
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(model.init, jax.random.key(0), *init_args)
+    return found
 
 
 def concat(parts: Sequence[jnp.ndarray]) -> jnp.ndarray:

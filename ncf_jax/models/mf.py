@@ -23,9 +23,17 @@ class MF(nn.Module):
 
     @nn.compact
     def __call__(self, users, items):
-        p = layers.embed("mf_user", self.num_users, self.num_factors, users)
-        q = layers.embed("mf_item", self.num_items, self.num_factors, items)
-        b_u = layers.embed("bias_user", self.num_users, 1, users)[..., 0]
-        b_i = layers.embed("bias_item", self.num_items, 1, items)[..., 0]
+        p = layers.embed(
+            "mf_user", self.num_users, self.num_factors, users, table=layers.Table("users", "mf")
+        )
+        q = layers.embed(
+            "mf_item", self.num_items, self.num_factors, items, table=layers.Table("items", "mf")
+        )
+        b_u = layers.embed("bias_user", self.num_users, 1, users, table=layers.Table("users"))[
+            ..., 0
+        ]
+        b_i = layers.embed("bias_item", self.num_items, 1, items, table=layers.Table("items"))[
+            ..., 0
+        ]
         b = self.param("bias", nn.initializers.zeros, ())
         return jnp.sum(p * q, axis=-1) + b_u + b_i + b

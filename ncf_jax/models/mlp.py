@@ -29,7 +29,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, users, items):
         width = self.layers[0] // 2
-        p = layers.embed("mlp_user", self.num_users, width, users)
-        q = layers.embed("mlp_item", self.num_items, width, items)
+        p = layers.embed(
+            "mlp_user", self.num_users, width, users, table=layers.Table("users", "mlp")
+        )
+        q = layers.embed(
+            "mlp_item", self.num_items, width, items, table=layers.Table("items", "mlp")
+        )
         x = layers.tower([p, q], self.layers[1:], self.dtype)
         return layers.logit(x, self.dtype)

@@ -29,12 +29,17 @@ class NeuMF(nn.Module):
 
     @nn.compact
     def __call__(self, users, items):
-        mf = layers.embed("mf_user", self.num_users, self.num_factors, users) * layers.embed(
-            "mf_item", self.num_items, self.num_factors, items
-        )
+        k = self.num_factors
+        p_mf = layers.embed("mf_user", self.num_users, k, users, table=layers.Table("users", "mf"))
+        q_mf = layers.embed("mf_item", self.num_items, k, items, table=layers.Table("items", "mf"))
+        mf = p_mf * q_mf
         width = self.layers[0] // 2
-        p = layers.embed("mlp_user", self.num_users, width, users)
-        q = layers.embed("mlp_item", self.num_items, width, items)
+        p = layers.embed(
+            "mlp_user", self.num_users, width, users, table=layers.Table("users", "mlp")
+        )
+        q = layers.embed(
+            "mlp_item", self.num_items, width, items, table=layers.Table("items", "mlp")
+        )
         x = layers.tower([p, q], self.layers[1:], self.dtype)
         return layers.logit(jnp.concatenate([mf.astype(self.dtype), x], axis=-1), self.dtype)
 

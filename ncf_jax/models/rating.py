@@ -56,10 +56,18 @@ class BiasedMF(nn.Module):
     @nn.compact
     def __call__(self, users, items, *, train: bool = False):
         del train  # no dropout: a common signature with RatingMLP
-        p = layers.embed("mf_user", self.num_users, self.num_factors, users)
-        q = layers.embed("mf_item", self.num_items, self.num_factors, items)
-        b_u = layers.embed("bias_user", self.num_users, 1, users)[..., 0]
-        b_i = layers.embed("bias_item", self.num_items, 1, items)[..., 0]
+        p = layers.embed(
+            "mf_user", self.num_users, self.num_factors, users, table=layers.Table("users", "mf")
+        )
+        q = layers.embed(
+            "mf_item", self.num_items, self.num_factors, items, table=layers.Table("items", "mf")
+        )
+        b_u = layers.embed("bias_user", self.num_users, 1, users, table=layers.Table("users"))[
+            ..., 0
+        ]
+        b_i = layers.embed("bias_item", self.num_items, 1, items, table=layers.Table("items"))[
+            ..., 0
+        ]
         b = self.param("bias", nn.initializers.zeros, ())
         return squash(jnp.sum(p * q, axis=-1) + b_u + b_i + b, self.y_range)
 
@@ -88,8 +96,12 @@ class RatingMLP(nn.Module):
     def __call__(self, users, items, side=None, *, train: bool = False):
         width = self.layers[0] // 2
         parts = [
-            layers.embed("mlp_user", self.num_users, width, users),
-            layers.embed("mlp_item", self.num_items, width, items),
+            layers.embed(
+                "mlp_user", self.num_users, width, users, table=layers.Table("users", "mlp")
+            ),
+            layers.embed(
+                "mlp_item", self.num_items, width, items, table=layers.Table("items", "mlp")
+            ),
         ]
         if side is not None:
             parts.append(jnp.asarray(side, jnp.float32))

@@ -34,7 +34,9 @@ class Tower(nn.Module):
 
     @nn.compact
     def __call__(self, ids):
-        x = layers.embed(f"tower_{self.kind}", self.num, self.embed_dim, ids)
+        x = layers.embed(
+            f"tower_{self.kind}", self.num, self.embed_dim, ids, table=layers.Table(f"{self.kind}s")
+        )
         if self.features is not None:
             side = jnp.asarray(self.features, jnp.float32)[ids]
             x = jnp.concatenate([x, side], axis=-1)

@@ -41,6 +41,7 @@ from ncf_jax.config import weight_decay as decay_option
 from ncf_jax.data.clicks import ClickData, click_tables, load_clicks, row_arrays
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.loop import Task
+from ncf_jax.models import layers
 from ncf_jax.models.feature_ncf import FeatureNCF
 from ncf_jax.reporting import describe_run
 
@@ -107,14 +108,14 @@ def load_data(configs: dict) -> ClickData:
     return load_clicks(configs["data"], configs["clicks"])
 
 
-def make_loss_fn(apply_fn, model_config: ClickModelConfig) -> train.LossFn:
+def make_loss_fn(apply_fn, model_config: ClickModelConfig, tables: dict) -> train.LossFn:
     """Weighted BCE on logits plus the NCF L2 penalties (--reg_layers)."""
 
     def loss_fn(params, batch):
         users, items, weights = batch["users"], batch["items"], batch["weights"]
         logits = apply_fn(params, users, items, batch["continuous"], batch["categorical"],
                           train=True, rngs={"dropout": batch["dropout_key"]})  # fmt: skip
-        penalty = losses.l2_penalty(params, users, items, weights, reg_mf=0.0,
+        penalty = losses.l2_penalty(params, batch, weights, tables=tables, reg_mf=0.0,
                                     reg_layers=model_config.reg_layers)  # fmt: skip
         return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
 
@@ -215,6 +216,7 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
     rows = row_arrays(data.train)
     first = {name: a[:1] for name, a in rows.items() if name != "labels"}
     params = jax.jit(model.init)(init_key, *first.values())  # one compile, not one per op
+    tables = layers.table_labels(model, *first.values())
     steps = -(-len(data.train.users) // train_config.batch_size) * train_config.epochs
     learning_rate = optim.make_schedule(train_config.lr_schedule, train_config.learning_rate, steps)
     tx = optim.make_optimizer(train_config.learner, learning_rate,
@@ -223,7 +225,8 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
 
     # Data on device, the epoch, the evaluator.
     make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)
-    train_epoch = train.make_train_epoch(make_loss_fn(model.apply, model_config), tx, make_batches)
+    loss_fn = make_loss_fn(model.apply, model_config, tables)
+    train_epoch = train.make_train_epoch(loss_fn, tx, make_batches)
     apply_fn = (
         model.apply if use_features else (lambda p, u, i, *_, **kw: model.apply(p, u, i, **kw))
     )

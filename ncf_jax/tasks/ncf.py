@@ -22,7 +22,6 @@ from ncf_jax.config import (
     EvalConfig,
     TrainConfig,
     dtype,
-    layers,
     none_if_empty,
     option,
     reg_layers,
@@ -33,6 +32,7 @@ from ncf_jax.config import (
     resume_options,
     validate,
 )
+from ncf_jax.config import layers as layers_option
 from ncf_jax.config import lazy_embeddings as lazy_option
 from ncf_jax.config import negatives_exclude as exclude_option
 from ncf_jax.config import num_factors as factors_option
@@ -40,7 +40,7 @@ from ncf_jax.config import num_neg as num_neg_option
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import InteractionData
 from ncf_jax.loop import Task
-from ncf_jax.models import create_model, load_pretrained, scoring
+from ncf_jax.models import create_model, layers, load_pretrained, scoring
 from ncf_jax.reporting import describe_run
 
 BATCH_LAYOUTS = ("shuffled", "grouped")
@@ -56,7 +56,7 @@ class NCFModelConfig:
 
     model: str = option("neumf", "Model name (see ncf_jax.models).")
     num_factors: int = factors_option()
-    layers: tuple[int, ...] = layers()
+    layers: tuple[int, ...] = layers_option()
     reg_mf: float = reg_mf()
     reg_layers: tuple[float, ...] = reg_layers()
     mf_pretrain: str | None = option(None, "WORKDIR of a trained GMF (NeuMF).", parse=none_if_empty)
@@ -219,8 +219,10 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     learner = learner_for(model_config, c)
     learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
     tx = optim.make_optimizer(learner, learning_rate, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps)
+    dummy = jnp.zeros((1,), jnp.int32)
+    tables = layers.table_labels(model, dummy, dummy)
     make_state = lambda key: train.create_train_state(
-        init_params(model, model_config, key), tx, lazy=c.lazy_embeddings
+        init_params(model, model_config, key), tx, lazy=c.lazy_embeddings, tables=tables
     )
 
     # Data on device, the epoch, the evaluator.
@@ -229,11 +231,12 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
     )
     train_epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, model_config),
+        train.make_loss_fn(apply_fn, model_config, tables),
         tx,
         sharding.data_parallel_batches(make_batches, mesh),
         lazy=c.lazy_embeddings,
         learning_rate=learning_rate,
+        tables=tables,
     )
     score_fn, score_all_fn = scoring.score_fns(model, data.num_items, apply_fn)
     evaluators = evaluate.make_ranking_evaluators(score_fn, score_all_fn, data, eval_config)
@@ -253,12 +256,13 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         states, keys = replica_states(make_state, seeds)
         place = lambda s: s
         if not sharding.is_trivial(mesh):  # replicated states, batches split over "data"
-            place = lambda s: sharding.place(s, sharding.state_shardings(s, mesh))
+            place = lambda s: sharding.place(s, sharding.state_shardings(s, mesh))  # replicated
         return Task(state=place(states), train_epoch=train_epoch, data=device_data, key=keys,
                     results=head | {"seed": seeds}, seeds=seeds, place=place, **record)  # fmt: skip
     init_key, key = jax.random.split(jax.random.key(c.seed))
     train_epoch, state, device_data = sharding.shard_train_epoch(
-        train_epoch, make_state(init_key), device_data, mesh, shard_tables=c.mesh_model > 1
-    )
+        train_epoch, make_state(init_key), device_data, mesh,
+        tables=tables if c.mesh_model > 1 else None,
+    )  # fmt: skip
     return Task(state=state, train_epoch=train_epoch, data=device_data, key=key, results=head,
                 **record)  # fmt: skip

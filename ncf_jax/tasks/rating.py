@@ -20,7 +20,6 @@ from ncf_jax.config import (
     chunk_size,
     dropout,
     dtype,
-    layers,
     option,
     require,
     require_adam_for_lazy,
@@ -29,6 +28,7 @@ from ncf_jax.config import (
     select_epoch,
     validate,
 )
+from ncf_jax.config import layers as layers_option
 from ncf_jax.config import lazy_embeddings as lazy_option
 from ncf_jax.config import lr_schedule as schedule_option
 from ncf_jax.config import num_factors as factors_option
@@ -39,7 +39,7 @@ from ncf_jax.data import load_dataset
 from ncf_jax.data.types import InteractionData
 from ncf_jax.errors import DataError, UsageError
 from ncf_jax.loop import Task
-from ncf_jax.models import create_model
+from ncf_jax.models import create_model, layers
 from ncf_jax.reporting import describe_run
 
 RATING_MODELS = ("biased_mf", "rating_mlp")
@@ -61,7 +61,7 @@ class RatingModelConfig:
 
     model: str = option("biased_mf", "Rating model.", choices=RATING_MODELS)
     num_factors: int = factors_option()
-    layers: tuple[int, ...] = layers()
+    layers: tuple[int, ...] = layers_option()
     reg_mf: float = reg_mf_option()
     reg_layers: tuple[float, ...] = reg_layers_option()
     y_range: tuple[float, float] | None = option(
@@ -158,7 +158,7 @@ def check_ratings(data: InteractionData, y_range, *, column: str = "rating", sho
         )
 
 
-def make_loss_fn(apply_fn, model_config: RatingModelConfig) -> train.LossFn:
+def make_loss_fn(apply_fn, model_config: RatingModelConfig, tables: dict) -> train.LossFn:
     """Weighted MSE of the predicted ratings plus the NCF L2 penalties (--reg_mf/--reg_layers)."""
 
     def loss_fn(params, batch):
@@ -166,7 +166,8 @@ def make_loss_fn(apply_fn, model_config: RatingModelConfig) -> train.LossFn:
         predictions = apply_fn(
             params, users, items, train=True, rngs={"dropout": batch["dropout_key"]}
         )
-        penalty = losses.l2_penalty(params, users, items, weights, reg_mf=model_config.reg_mf,
+        penalty = losses.l2_penalty(params, batch, weights, tables=tables,
+                                    reg_mf=model_config.reg_mf,
                                     reg_layers=model_config.reg_layers)  # fmt: skip
         return losses.mse(predictions, batch["ratings"], weights) + penalty
 
@@ -226,7 +227,9 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         train_config.learner, learning_rate, weight_decay=train_config.weight_decay
     )
     lazy = train_config.lazy_embeddings
-    state = train.create_train_state(jax.jit(model.init)(init_key, dummy, dummy), tx, lazy=lazy)
+    tables = layers.table_labels(model, dummy, dummy)
+    params = jax.jit(model.init)(init_key, dummy, dummy)
+    state = train.create_train_state(params, tx, lazy=lazy, tables=tables)
 
     # Data on device, the epoch, the evaluators.
     rows = jax.device_put(
@@ -234,8 +237,8 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     )
     make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)
     train_epoch = train.make_train_epoch(
-        make_loss_fn(model.apply, model_config), tx, make_batches, lazy=lazy,
-        learning_rate=learning_rate,
+        make_loss_fn(model.apply, model_config, tables), tx, make_batches, lazy=lazy,
+        learning_rate=learning_rate, tables=tables,
     )  # fmt: skip
     splits = ("test", "valid") if data.has_validation else ("test",)
     evaluators = {
