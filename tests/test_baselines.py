@@ -158,10 +158,14 @@ def ials_reference_rows(x, other, alpha0, reg, nu, confidence):
     return out
 
 
-@pytest.mark.parametrize("solver,steps,tol", [("cholesky", 0, 1e-3), ("cg", 8, 1e-3)])
-def test_ials_sweep_matches_lstsq(data, solver, steps, tol):
+@pytest.mark.parametrize(
+    "solver,layout,steps", [("cholesky", "sparse", 0), ("cg", "sparse", 8), ("cg", "dense", 8)]
+)
+def test_ials_sweep_matches_lstsq(data, solver, layout, steps):
+    """CG with d = 8 steps on a d = 8 system is exact up to rounding."""
     indptr, indices, x = data
-    d = ials.prepare(indptr, indices, **kw())
+    tol = 1e-3
+    d = ials.prepare(indptr, indices, **kw(), layout=layout)
 
     params = ials.init(jax.random.key(1), **kw(), factors=8, scale=1.0)
     new = ials.sweep(params, d, **HP, solver=solver, cg_steps=steps, chunk_size=16)
@@ -171,11 +175,12 @@ def test_ials_sweep_matches_lstsq(data, solver, steps, tol):
     np.testing.assert_allclose(new["items"], items, atol=tol)
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
-def test_ials_objective_never_increases(data, solver):
+@pytest.mark.parametrize(
+    "solver,layout", [("cholesky", "sparse"), ("cg", "sparse"), ("cg", "dense")]
+)
+def test_ials_objective_never_increases(data, solver, layout):
     indptr, indices, _ = data
-
-    d = ials.prepare(indptr, indices, **kw())
+    d = ials.prepare(indptr, indices, **kw(), layout=layout)
     params = ials.init(jax.random.key(2), **kw(), factors=6, scale=1.0)
     values = [float(ials.objective(params, d, **HP))]
     for _ in range(6):

@@ -49,7 +49,7 @@ def user_rows(x: jax.Array, users: jax.Array) -> jax.Array:
     return x[users].astype(jnp.float32)
 
 
-def _pad_rows(a: jax.Array, chunk: int) -> jax.Array:
+def pad_rows(a: jax.Array, chunk: int) -> jax.Array:
     """[n, ...] -> [ceil(n / chunk), chunk, ...], zero padded."""
     pad = -a.shape[0] % chunk
     a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))
@@ -65,7 +65,7 @@ def gram(x: jax.Array, row_weights: jax.Array, *, chunk_size: int = 2048) -> jax
       row_weights: [num_users] float32 weight of each user's outer product.
     """
     chunk = min(chunk_size, x.shape[0])
-    xs, ws = _pad_rows(x, chunk), _pad_rows(row_weights, chunk)
+    xs, ws = pad_rows(x, chunk), pad_rows(row_weights, chunk)
 
     def add(g, block):
         xc, wc = block
@@ -88,7 +88,7 @@ def keep_topk_rows(s: jax.Array, *, k: int, chunk_size: int = 512) -> jax.Array:
     """Row-wise `topk_dense` of an [r, n] matrix, a chunk of rows at a time."""
     k = min(k, s.shape[1])
     chunk = min(chunk_size, s.shape[0])
-    kept = jax.lax.map(lambda block: topk_dense(block, k), _pad_rows(s, chunk))
+    kept = jax.lax.map(lambda block: topk_dense(block, k), pad_rows(s, chunk))
     return kept.reshape(-1, s.shape[1])[: s.shape[0]]
 
 
