@@ -9,6 +9,10 @@ ItemKNNCF (top-k per target item, i.e. per column of W). Scoring uses the binary
 Memory: X int8 [num_users, num_items] (`_matrix`), the Gram matrix and W dense float32
 [num_items, num_items] (ML-20M: 2.9 GB each, about 3 of them at the peak of `fit`). W is kept
 dense because one dense GEMM scores a chunk of users faster on CPU than a sparse top-k gather.
+
+Hyperparameters: defaults k 100, shrink 10, no weighting. Grid (Dacrema et al.: topK 5..1000,
+shrink 0..1000, weighting none / TF-IDF / BM25): k {5, 10, 20, 50, 100, 200, 500, 1000} x
+shrink {0, 10, 50, 100, 200, 500, 1000} x weighting {none, tfidf, bm25}.
 """
 
 from __future__ import annotations

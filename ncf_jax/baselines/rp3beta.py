@@ -7,6 +7,10 @@ top-k kept per row (per source item), optionally each row L1-normalised, as in D
 RP3betaRecommender; score = X[users] @ W. n_u, n_i are the user's and item's training counts.
 
 Memory: as ItemKNN: X int8 [num_users, num_items], Gram and W float32 [num_items, num_items].
+
+Hyperparameters: defaults alpha 1, beta 0.6, k 100, normalize False. Grid (Dacrema et al.:
+topK 5..1000, alpha 0..2, beta 0..2, normalize_similarity True / False): k {50, 100, 200,
+500} x alpha {0.25, 0.5, 0.75, 1, 1.25, 1.5} x beta {0, 0.2, 0.4, 0.6, 0.8, 1} x normalize.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stage: model (baselines). TopPop: every user gets the items ranked by training popularity.
 
-Memory: [num_items] float32.
+Memory: [num_items] float32. No hyperparameters.
 """
 
 from __future__ import annotations

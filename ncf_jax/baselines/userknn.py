@@ -10,6 +10,9 @@ computes one [chunk, num_users] block of similarities at a time, so the user-use
 never stored (ML-20M: 138k^2 would be 77 GB); its cost is num_users^2 * num_items multiply-adds
 (ML-1M: 135 G, seconds; ML-20M: 5e14, hours on CPU). `score` gathers the k neighbour rows:
 [len(users), k, num_items] bytes, so keep evaluation chunks small (e.g. 64 users).
+
+Hyperparameters: defaults k 100, shrink 10, no weighting; grid as `itemknn` (Dacrema et al.
+search the same space for both).
 """
 
 from __future__ import annotations
