@@ -55,7 +55,7 @@ def host_median(fn, reps: int) -> float:
     return float(np.median([once(fn) for _ in range(reps)]))
 
 
-def ease_cases(csr, shape, reps):
+def ease_cases(csr, reps):
     indptr, indices, num_users, num_items = csr
     kw = {"num_users": num_users, "num_items": num_items}
     x = np.zeros((num_users, num_items), np.float32)
@@ -137,13 +137,20 @@ def speed_table(reps):
     data = synthetic.shaped("ml-1m")
     indptr, indices = data.train_csr()
     csr = (indptr, indices, data.num_users, data.num_items)
-    rows = ease_cases(csr, None, reps) + ials_cases(csr, reps)
-    rows += scoring_cases(csr, data.test_items, reps)
+    rows = []
+    for group in (
+        lambda: ease_cases(csr, reps),
+        lambda: ials_cases(csr, reps),
+        lambda: scoring_cases(csr, data.test_items, reps),
+    ):
+        for case, seconds, ref_name, ref_seconds in group():
+            rows.append((case, seconds, ref_name, ref_seconds))
+            row = {"case": case, "s": seconds, "ref": ref_name, "ref_s": ref_seconds}
+            print(json.dumps({**row, "load_average": environment()["load_average"]}), flush=True)
     header = f"ML-1M-shaped synthetic: {data.num_users} users x {data.num_items} items, "
     header += f"{len(indices):,} training pairs"
     lines = [header, "", "| case | s | reference | reference s | ratio |", "|---|---|---|---|---|"]
     for case, seconds, ref_name, ref_seconds in rows:
-        print(json.dumps({"case": case, "s": seconds, "ref": ref_name, "ref_s": ref_seconds}))
         ratio = seconds / ref_seconds
         lines.append(f"| {case} | {seconds:.3f} | {ref_name} | {ref_seconds:.3f} | {ratio:.2f} |")
     return lines
