@@ -1,0 +1,57 @@
+"""Stage: model (baselines). RP3beta (Paudel et al. 2017): a 3-step random walk
+user -> item -> user -> item, its item-item transition damped by the target's popularity.
+
+    W_ij = sum_u (x_ui / n_i)^alpha (x_uj / n_u)^alpha / n_j^beta,   W_ii = 0,
+
+top-k kept per row (per source item), optionally each row L1-normalised, as in Dacrema et al.'s
+RP3betaRecommender; score = X[users] @ W. n_u, n_i are the user's and item's training counts.
+
+Memory: as ItemKNN: X int8 [num_users, num_items], Gram and W float32 [num_items, num_items].
+
+Hyperparameters: defaults alpha 1, beta 0.6, k 100, normalize False. Grid (Dacrema et al.:
+topK 5..1000, alpha 0..2, beta 0..2, normalize_similarity True / False): k {50, 100, 200,
+500} x alpha {0.25, 0.5, 0.75, 1, 1.25, 1.5} x beta {0, 0.2, 0.4, 0.6, 0.8, 1} x normalize.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ncf_jax.baselines import _matrix
+
+
+def fit(
+    indptr,
+    indices,
+    *,
+    num_users: int,
+    num_items: int,
+    alpha: float = 1.0,
+    beta: float = 0.6,
+    k: int = 100,
+    normalize: bool = False,
+    chunk_size: int = 2048,
+    key=None,
+) -> dict:
+    """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32}."""
+    del key  # deterministic
+    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
+    user_counts = np.diff(np.asarray(indptr))
+    item_counts = np.bincount(np.asarray(indices), minlength=num_items)
+    # For binary X, (x / n)^alpha = x * n^-alpha: the walk is a Gram product with scalings.
+    g = _matrix.gram(x, jnp.asarray(_matrix.safe_power(user_counts, -alpha)), chunk_size=chunk_size)
+    source = jnp.asarray(_matrix.safe_power(item_counts, -alpha))
+    target = jnp.asarray(_matrix.safe_power(item_counts, -beta))
+    w = g * source[:, None] * target[None, :] * (1.0 - jnp.eye(num_items, dtype=g.dtype))
+    w = _matrix.keep_topk_rows(w, k=k)
+    if normalize:
+        w = w / jnp.maximum(jnp.sum(jnp.abs(w), axis=1, keepdims=True), 1e-12)
+    return {"x": x, "w": w}
+
+
+@jax.jit
+def score(params: dict, users: jax.Array) -> jax.Array:
+    """[len(users)] int32 -> [len(users), num_items] float32: X[users] @ W."""
+    return _matrix.user_rows(params["x"], users) @ params["w"]

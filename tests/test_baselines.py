@@ -1,0 +1,261 @@
+"""ncf_jax.baselines against independent NumPy references on small random data.
+
+Tolerances: float32 device results vs float64 NumPy; rtol/atol 1e-4 unless a test says more
+(EASE: 2e-3 relative, an inverse of a float32 Gram matrix; iALS: 1e-3).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncf_jax.baselines import (
+    _matrix,
+    ease,
+    ials,
+    itemknn,
+    puresvd,
+    rp3beta,
+    slim,
+    toppop,
+    userknn,
+)
+from ncf_jax.data import synthetic
+from ncf_jax.data.types import csr_from_pairs
+
+NU, NI = 30, 20
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(indptr, indices, X float64 [NU, NI]) of a random binary matrix, density ~0.3."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((NU, NI)) < 0.3).astype(np.float64)
+    x[0] = 0.0  # an empty user
+    x[:, 1] = 0.0  # an unseen item
+    users, items = np.nonzero(x)
+    indptr, indices = csr_from_pairs(users, items, NU)
+    return indptr, indices, x
+
+
+def kw():
+    return {"num_users": NU, "num_items": NI}
+
+
+def all_users():
+    return jnp.arange(NU, dtype=jnp.int32)
+
+
+def test_toppop_counts(data):
+    indptr, indices, x = data
+    params = toppop.fit(indptr, indices, **kw())
+    expected = np.bincount(indices, minlength=NI)
+    np.testing.assert_array_equal(np.asarray(toppop.score(params, all_users()))[3], expected)
+
+
+def test_ease_matches_inverse(data):
+    indptr, indices, x = data
+    lam = 5.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(NI))
+    b = np.eye(NI) - p / np.diag(p)[None, :]
+    params = ease.fit(indptr, indices, **kw(), lam=lam)
+    np.testing.assert_allclose(np.asarray(params["b"]), b, rtol=2e-3, atol=2e-4)
+    assert np.all(np.diag(np.asarray(params["b"])) == 0)
+    np.testing.assert_allclose(np.asarray(ease.score(params, all_users())), x @ b, atol=2e-3)
+
+
+def test_ease_grid_matches_separate_fits(data):
+    indptr, indices, _ = data
+    lams = [1.0, 10.0, 100.0]
+    grid = ease.fit_grid(indptr, indices, **kw(), lams=lams)
+    scores = np.asarray(ease.score_grid(grid, all_users()))
+    for index, lam in enumerate(lams):
+        single = ease.fit(indptr, indices, **kw(), lam=lam)
+        expected = np.asarray(ease.score(single, all_users()))
+        np.testing.assert_allclose(scores[index], expected, atol=2e-3)
+        member = ease.grid_member(grid, index)
+        np.testing.assert_allclose(member["b"], single["b"], rtol=2e-3, atol=2e-4)
+
+
+def cosine_loop(a, shrink):
+    """Cosine with shrink between the rows of a ([n, f]), by explicit loops; zero diagonal."""
+    n = len(a)
+    s = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                s[i, j] = (
+                    a[i] @ a[j] / (np.linalg.norm(a[i]) * np.linalg.norm(a[j]) + shrink + 1e-6)
+                )
+    return s
+
+
+def topk_loop(row, k):
+    """Indices of row's k largest entries, ties to the lower index."""
+    return np.argsort(-row, kind="stable")[:k]
+
+
+@pytest.mark.parametrize("weighting", ["none", "tfidf", "bm25"])
+def test_itemknn_loops(data, weighting):
+    indptr, indices, x = data
+    k, shrink = 5, 2.0
+    doc, term = _matrix.feature_weights(x.sum(0), x.sum(1), weighting)  # items are documents
+    s = cosine_loop((x * term[:, None] * doc[None, :]).T, shrink)
+    expected = np.zeros((NU, NI))
+    for u in range(NU):
+        for j in range(NI):
+            expected[u, j] = sum(s[j, i] * x[u, i] for i in topk_loop(s[j], k))
+    params = itemknn.fit(indptr, indices, **kw(), k=k, shrink=shrink, weighting=weighting)
+    got = np.asarray(itemknn.score(params, all_users()))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_userknn_loops(data):
+    indptr, indices, x = data
+    k, shrink = 4, 1.0
+    s = cosine_loop(x, shrink)
+    expected = np.zeros((NU, NI))
+    for u in range(NU):
+        for v in topk_loop(s[u], k):
+            expected[u] += s[u, v] * x[v]
+    params = userknn.fit(indptr, indices, **kw(), k=k, shrink=shrink)
+    np.testing.assert_allclose(userknn.score(params, all_users()), expected, atol=1e-4)
+
+
+def test_rp3beta_loop(data):
+    indptr, indices, x = data
+    alpha, beta, k = 0.8, 0.4, 6
+    n_u, n_i = x.sum(1), x.sum(0)
+    w = np.zeros((NI, NI))
+    for i in range(NI):
+        for j in range(NI):
+            if i != j and n_i[i] and n_i[j]:
+                walk = sum((x[u, i] / n_i[i]) ** alpha * (x[u, j] / n_u[u]) ** alpha
+                           for u in range(NU) if n_u[u])  # fmt: skip
+                w[i, j] = walk / n_i[j] ** beta
+    pruned = np.zeros_like(w)
+    for i in range(NI):
+        top = topk_loop(w[i], k)
+        pruned[i, top] = w[i, top]
+    pruned /= np.maximum(pruned.sum(1, keepdims=True), 1e-12)
+    params = rp3beta.fit(indptr, indices, **kw(), alpha=alpha, beta=beta, k=k, normalize=True)
+    np.testing.assert_allclose(rp3beta.score(params, all_users()), x @ pruned, atol=1e-4)
+
+
+def test_puresvd_matches_numpy_svd(data):
+    indptr, indices, x = data
+    f = 5
+    _, _, vt = np.linalg.svd(x)
+    expected = x @ vt[:f].T @ vt[:f]
+    params = puresvd.fit(indptr, indices, **kw(), factors=f)
+    np.testing.assert_allclose(puresvd.score(params, all_users()), expected, atol=1e-3)
+
+
+def slim_coordinate_descent(x, alpha, l1_ratio, sweeps=150):
+    """scikit-learn's ElasticNet(positive=True, fit_intercept=False) per column, by loops."""
+    n, m = x.shape
+    g = x.T @ x
+    w = np.zeros((m, m))
+    for j in range(m):
+        for _ in range(sweeps):
+            for i in range(m):
+                if i == j:
+                    continue
+                rest = g[i] @ w[:, j] - g[i, i] * w[i, j]
+                numerator = (g[i, j] - rest) / n - alpha * l1_ratio
+                w[i, j] = max(numerator, 0.0) / (g[i, i] / n + alpha * (1 - l1_ratio))
+    return w
+
+
+def test_slim_matches_coordinate_descent(data):
+    """FISTA (2,000 steps) against exact coordinate descent; atol 1e-4 on O(0.1) weights."""
+    indptr, indices, x = data
+    alpha, l1_ratio = 0.01, 0.2
+    expected = slim_coordinate_descent(x, alpha, l1_ratio)
+    params = slim.fit(indptr, indices, **kw(), alpha=alpha, l1_ratio=l1_ratio, k=NI,
+                      iterations=2000)  # fmt: skip
+    np.testing.assert_allclose(params["w"], expected, atol=1e-4)
+    assert np.all(np.asarray(params["w"]) >= 0) and np.all(np.diag(params["w"]) == 0)
+
+
+HP = {"alpha0": 0.3, "reg": 0.05, "nu": 1.0, "confidence": 2.0}
+
+
+def ials_reference_rows(x, other, alpha0, reg, nu, confidence):
+    """Each row's exact minimiser by np.linalg.lstsq on the stacked least-squares system."""
+    out = np.zeros((len(x), other.shape[1]))
+    for r in range(len(x)):
+        seen = np.flatnonzero(x[r])
+        lam = reg * (confidence * len(seen) + alpha0 * len(other)) ** nu
+        # rows: sqrt(c) h_i -> sqrt(c) (observed), sqrt(alpha0) h_j -> 0 (all), sqrt(lam) NI -> 0
+        a = np.concatenate([np.sqrt(confidence) * other[seen], np.sqrt(alpha0) * other,
+                            np.sqrt(lam) * np.eye(other.shape[1])])  # fmt: skip
+        b = np.concatenate([np.sqrt(confidence) * np.ones(len(seen)), np.zeros(len(a) - len(seen))])
+        out[r] = np.linalg.lstsq(a, b, rcond=None)[0]
+    return out
+
+
+@pytest.mark.parametrize(
+    "solver,layout,steps", [("cholesky", "sparse", 0), ("cg", "sparse", 8), ("cg", "dense", 8)]
+)
+def test_ials_sweep_matches_lstsq(data, solver, layout, steps):
+    """CG with d = 8 steps on a d = 8 system is exact up to rounding."""
+    indptr, indices, x = data
+    tol = 1e-3
+    d = ials.prepare(indptr, indices, **kw(), layout=layout)
+
+    params = ials.init(jax.random.key(1), **kw(), factors=8, scale=1.0)
+    new = ials.sweep(params, d, **HP, solver=solver, cg_steps=steps, chunk_size=16)
+    users = ials_reference_rows(x, np.asarray(params["items"], np.float64), **HP)
+    items = ials_reference_rows(x.T, users, **HP)
+    np.testing.assert_allclose(new["users"], users, atol=tol)
+    np.testing.assert_allclose(new["items"], items, atol=tol)
+
+
+@pytest.mark.parametrize(
+    "solver,layout", [("cholesky", "sparse"), ("cg", "sparse"), ("cg", "dense")]
+)
+def test_ials_objective_never_increases(data, solver, layout):
+    indptr, indices, _ = data
+    d = ials.prepare(indptr, indices, **kw(), layout=layout)
+    # factors and chunk_size as in the lstsq test, so its compiled "cholesky" sweep is reused.
+    params = ials.init(jax.random.key(2), **kw(), factors=8, scale=1.0)
+    values = [float(ials.objective(params, d, **HP))]
+    for _ in range(6):
+        params = ials.sweep(params, d, **HP, solver=solver, cg_steps=2, chunk_size=16)
+        values.append(float(ials.objective(params, d, **HP)))
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(values, values[1:], strict=False)), values
+    assert values[-1] < values[0]
+
+
+def test_ials_objective_matches_numpy(data):
+    indptr, indices, x = data
+
+    d = ials.prepare(indptr, indices, **kw())
+    p = ials.init(jax.random.key(3), **kw(), factors=4, scale=1.0)
+    w, h = np.asarray(p["users"], np.float64), np.asarray(p["items"], np.float64)
+    y = w @ h.T
+    a0, reg, nu, c = HP["alpha0"], HP["reg"], HP["nu"], HP["confidence"]
+    expected = c * np.sum(x * (y - 1) ** 2) + a0 * np.sum(y**2)
+    expected += reg * np.sum((c * x.sum(1) + a0 * NI) ** nu * (w**2).sum(1))
+    expected += reg * np.sum((c * x.sum(0) + a0 * NU) ** nu * (h**2).sum(1))
+    np.testing.assert_allclose(float(ials.objective(p, d, **HP)), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("module,hp", [(ease, {"lam": 10.0}), (itemknn, {"k": 20, "shrink": 1.0})])
+def test_planted_blocks_rank_held_out_item_high(module, hp):
+    planted = synthetic.planted(num_users=64, num_items=80, num_test_negatives=20)
+    indptr, indices = planted.train_csr()
+    params = module.fit(indptr, indices, num_users=64, num_items=80, **hp)
+    scores = np.asarray(module.score(params, jnp.arange(64, dtype=jnp.int32)))
+    test = scores[np.arange(64), planted.test_items]
+    negatives = np.take_along_axis(scores, planted.test_negatives, axis=1)
+    rank = (negatives >= test[:, None]).sum(1)  # pessimistic
+    assert np.mean(rank < 10) > 0.9
+
+
+def test_bad_csr_is_refused():
+    with pytest.raises(ValueError, match="indices must lie"):
+        ease.fit(np.array([0, 1]), np.array([5]), num_users=1, num_items=3)
+    with pytest.raises(ValueError, match="weighting"):
+        _matrix.feature_weights(np.ones(2), np.ones(2), "okapi")
