@@ -39,6 +39,7 @@ flags.DEFINE_integer("rating_batch", 1 << 16, "BiasedMF batch size.")
 flags.DEFINE_integer("ncf_batch", 1 << 14, "NCF (NeuMF, GMF) batch size.")
 flags.DEFINE_integer("ncf_num_neg", 1, "Negatives per positive in the NCF epochs.")
 flags.DEFINE_list("stages", [], "Run only these stages (default: all, in order).")
+flags.DEFINE_bool("reuse_files", False, "Keep synthetic files a previous run of this shape wrote.")
 
 GIB = 1 << 30
 # A parent that runs one stage and reports that stage's own peak RSS (KiB on Linux).
@@ -184,7 +185,15 @@ def main(argv) -> None:
     work = pathlib.Path(FLAGS.workdir).expanduser()
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    shape = synthetic_netflix.write_netflix(work / "netflix", shape=FLAGS.shape, scale=FLAGS.scale)
+    marker = work / "netflix" / "shape.json"
+    wanted = {"shape": FLAGS.shape, "scale": FLAGS.scale}
+    if FLAGS.reuse_files and marker.is_file() and json.loads(marker.read_text())["of"] == wanted:
+        shape = json.loads(marker.read_text())["sizes"]
+    else:
+        shape = synthetic_netflix.write_netflix(
+            work / "netflix", shape=FLAGS.shape, scale=FLAGS.scale
+        )
+        marker.write_text(json.dumps({"of": wanted, "sizes": shape}))
     rows = [{"stage": "generate", "wall_s": round(time.perf_counter() - start, 2)} | shape]
     print(json.dumps(rows[-1]), flush=True)
     table = stages(work)
