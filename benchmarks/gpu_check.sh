@@ -23,7 +23,7 @@ mkdir -p "$OUT_DIR"
 
 if [ "$DRY_RUN" = 1 ]; then
   PLATFORM=cpu
-  TESTS=(tests/test_metrics.py tests/test_train.py)
+  TESTS=(tests/test_metrics.py)
   EPOCH_ARGS=(--shape=ml-100k --models=gmf-32 --adam=lazy --layouts=shuffled --reps=1)
   TP_ARGS=(--shapes=ml-1m --batch_sizes=4096 --target_samples=4096 --reps=1 --eval=sampled
            --sampled_eval_users=256)
@@ -34,7 +34,7 @@ else
   EPOCH_ARGS=(--shape=ml-1m --batch_size=256 --reps=2)
   # 4 steps of 2^20 rows per timed call; the evaluation cases at the script's defaults.
   TP_ARGS=(--shapes=ml-20m --batch_sizes=1048576 --target_samples=4194304 --reps=3)
-  LIMITS=(110 80 50)  # seconds: tests, epoch benchmark, each throughput dtype
+  LIMITS=(120 75 45)  # seconds: tests, epoch benchmark, each throughput dtype (<= 285 in all)
 fi
 export JAX_PLATFORMS="$PLATFORM"
 

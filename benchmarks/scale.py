@@ -46,14 +46,16 @@ GIB = 1 << 30
 _WAIT = (
     "import json, resource, subprocess, sys;"
     "rc = subprocess.run(sys.argv[2:]).returncode;"
-    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
-    "open(sys.argv[1], 'w').write(json.dumps({'rc': rc, 'peak_kib': peak}))"
+    "use = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    "cpu = use.ru_utime + use.ru_stime;"
+    "open(sys.argv[1], 'w').write(json.dumps({'rc': rc, 'peak_kib': use.ru_maxrss, 'cpu': cpu}))"
 )
 _PARSE = (
     "import json, sys, time; from ncf_jax.data import netflix;"
-    "files = netflix.rating_files(sys.argv[1]); t = time.perf_counter();"
+    "files = netflix.rating_files(sys.argv[1]); t, c = time.perf_counter(), time.process_time();"
     "n = len(netflix.read_ratings(files));"
-    "print(json.dumps({'rows': n, 'seconds': time.perf_counter() - t}))"
+    "print(json.dumps({'rows': n, 'seconds': time.perf_counter() - t,"
+    " 'cpu_seconds': time.process_time() - c}))"
 )
 _LOAD = (
     "import json, sys, time; from ncf_jax.config import DataConfig;"
@@ -81,6 +83,8 @@ def run_stage(name: str, command: list[str], work: pathlib.Path) -> dict:
     usage = json.loads(report.read_text())
     lines = log.read_text().strip().splitlines()
     row = {"stage": name, "wall_s": round(wall, 2), "peak_gib": round(usage["peak_kib"] / 2**20, 2)}
+    # CPU seconds (user + system, all threads): on a shared machine wall time overstates cost.
+    row["cpu_s"] = round(usage["cpu"], 2)
     row |= {"rc": usage["rc"], "log": str(log)}
     if usage["rc"]:
         row["error"] = lines[-1] if lines else "no output"
@@ -217,7 +221,7 @@ def main(argv) -> None:
 
 
 def format_report(rows: list[dict], env: dict) -> str:
-    cols = ["stage", "wall_s", "peak_gib", "train_s", "eval_s", "per_s", "rc"]
+    cols = ["stage", "wall_s", "cpu_s", "peak_gib", "train_s", "eval_s", "per_s", "rc"]
     lines = [
         f"# Scale benchmark: {FLAGS.shape} shape x {FLAGS.scale}",
         "",
