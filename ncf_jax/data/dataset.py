@@ -25,7 +25,7 @@ import pandas as pd
 from absl import logging
 
 from ncf_jax.config import DataConfig, default_data_dir
-from ncf_jax.data import download, ncf_format, readers, side_info, splits
+from ncf_jax.data import download, ncf_format, netflix, readers, side_info, splits
 from ncf_jax.data.types import InteractionData
 from ncf_jax.errors import UsageError
 
@@ -48,6 +48,8 @@ def source_files(cfg: DataConfig, *, opener=urllib.request.urlopen) -> dict[str,
         if not path.is_file():
             raise readers.DataError(path, "file not found")
         return {"ratings": path}
+    if cfg.dataset in netflix.DATASETS:
+        return netflix.source_files(cfg.dataset, cfg.root)
     source = download.source_for(cfg.dataset)
     return download.ensure_files(source, cfg.root, opener=opener)
 
@@ -56,6 +58,8 @@ def _input_files(cfg: DataConfig, paths) -> list[pathlib.Path]:
     """The files the interactions are read from (side information does not count)."""
     if cfg.dataset.startswith("ncf:"):
         return [paths[role] for role in ncf_format.SUFFIXES]
+    if cfg.dataset in netflix.DATASETS:
+        return netflix.input_files(cfg.dataset, paths)
     return [paths["ratings"]]
 
 
@@ -181,10 +185,15 @@ def split_rows(rows: splits.Rows, cfg: DataConfig):
     return train, held[0], held[1]
 
 
-def prepare(table: pd.DataFrame, cfg: DataConfig, *, name: str) -> InteractionData:
-    """Raw table (original ids) -> split InteractionData with test (and validation) negatives."""
+def prepare(table: pd.DataFrame, cfg: DataConfig, *, name: str, split_fn=None) -> InteractionData:
+    """Raw table (original ids) -> split InteractionData with test (and validation) negatives.
+
+    split_fn: `(rows, user_ids, item_ids) -> (train, valid, test)` row indices, replacing
+    `split_rows` (a dataset with a published split, e.g. netflix-probe).
+    """
     rows, user_ids, item_ids = clean(table, cfg)
-    train, valid, test = split_rows(rows, cfg)
+    split = split_fn(rows, user_ids, item_ids) if split_fn else split_rows(rows, cfg)
+    train, valid, test = split
     num_users, num_items = len(user_ids), len(item_ids)
     # Negatives avoid every interaction that survived cleaning, held out or dropped alike.
     known = splits.sorted_csr(rows, num_users)
@@ -219,6 +228,8 @@ def build(cfg: DataConfig, paths) -> InteractionData:
     """Read and prepare without the cache."""
     if cfg.dataset.startswith("ncf:"):
         return ncf_format.from_ncf_files(paths, cfg, name=cfg.dataset)
+    if cfg.dataset in netflix.DATASETS:
+        return netflix.build(cfg, paths, prepare)
     table = read_interactions(cfg, paths)
     logging.info("%s: read %d rows", cfg.dataset, len(table))
     return prepare(table, cfg, name=cfg.dataset)

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from ncf_jax.data.netflix import TITLES, read_movie_titles
 from ncf_jax.data.readers import DataError, parse_table, read_bytes
 
 # Genre order of the 0/1 columns of 100K's u.item (its u.genre file lists the same).
@@ -88,6 +89,7 @@ _READERS = {
     "u.item": _ml100k_items,
     "movies.dat": _movies_dat,
     "movies.csv": _movies_csv,
+    TITLES: read_movie_titles,  # Netflix Prize movie_titles.csv
 }
 
 
