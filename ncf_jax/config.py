@@ -271,7 +271,7 @@ class DataConfig:
     dataset: str = option(
         "ml-100k",
         "ml-100k | ml-1m | ml-10m | ml-20m | ml-25m | ml-latest | ml-latest-small | "
-        "ncf:<name> (NCF authors' format) | csv:<path>.",
+        "netflix | netflix-probe | ncf:<name> (NCF authors' format) | csv:<path>.",
         check=bool,
         message="{flag} must name a dataset, e.g. ml-100k or ncf:ml-1m",
     )
