@@ -99,12 +99,8 @@ def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, l
     segment sum per step; the sums are added in batch order as before, so the result is
     bitwise the same. Every copy of a repeated id then writes the same new values.
     """
-    labels = tables
-    tables, dense = split_tables(state.params, labels)
-    ids_of = lambda path: batch[labels[path].ids]
-    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
-    (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
-        dense, rows, batch, loss_fn
+    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
+        state, batch, loss_fn, tables
     )
     updates, opt_state = tx.update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
@@ -129,6 +125,19 @@ def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, l
         table_moments=moments,
     )
     return new_state, new_sums, loss
+
+
+def _row_gradients(state: TrainState, batch: Batches, loss_fn: LossFn, labels: dict):
+    """The loss differentiated with respect to the dense parameters and the rows the batch
+    looks up in each table of `labels`: (loss, {path: table}, dense params, ids_of(path),
+    {path: rows}, dense gradients, {path: row gradients})."""
+    tables, dense = split_tables(state.params, labels)
+    ids_of = lambda path: batch[labels[path].ids]
+    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
+    (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
+        dense, rows, batch, loss_fn
+    )
+    return loss, tables, dense, ids_of, rows, g_dense, g_rows
 
 
 def _row_loss(dense, rows: dict, batch: Batches, loss_fn: LossFn) -> jax.Array:
@@ -163,12 +172,8 @@ def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learni
     The floor of any optimiser that touches only the batch's rows (`benchmarks.ncf_epoch`
     times every configuration as a multiple of it); dense parameters get plain SGD too.
     """
-    labels = tables
-    tables, dense = split_tables(state.params, labels)
-    ids_of = lambda path: batch[labels[path].ids]
-    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
-    (loss, (g_dense, g_rows)) = jax.value_and_grad(_row_loss, argnums=(0, 1))(
-        dense, rows, batch, loss_fn
+    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
+        state, batch, loss_fn, tables
     )
     dense = jax.tree.map(lambda p, g: p - learning_rate * g, dense, g_dense)
     new_tables = {
