@@ -15,7 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ncf_jax import batching, evaluate, history, interactions, losses, optim, reporting, train
+from ncf_jax import (
+    batching,
+    distributed,
+    evaluate,
+    history,
+    interactions,
+    losses,
+    optim,
+    reporting,
+    train,
+)
 from ncf_jax.config import (
     DataConfig,
     EvalConfig,
@@ -130,6 +140,7 @@ def evaluate_popularity(data: InteractionData, eval_config: EvalConfig) -> dict:
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
     """The record of one two-tower run on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
+    distributed.require_one_process("two-tower")  # not data-parallel yet
     require(
         eval_config.select_epoch == "test" or data.has_validation,
         "--select_epoch=valid needs a validation split: add --validation",
