@@ -5,6 +5,11 @@ two newest epochs, so a damaged newest one falls back to the one before) and `be
 selected epoch's model, which `--mf_pretrain` / recommendation commands read).
 The state is saved as a plain nested dict (`flax.serialization.to_state_dict`) and restored
 onto a template, so any pytree state — optax states included — round-trips exactly.
+
+Multi-process jobs: every process calls `save` and `restore` (Orbax writes each array's shards
+from the process that holds them, the JSON meta from process 0, and synchronises the processes).
+Without a template the state is read as host NumPy arrays, so a checkpoint of a job on other
+devices or processes (e.g. a multi-process run's best model) loads in any one process.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import logging as logging_std
 import pathlib
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
@@ -31,8 +38,9 @@ logging.get_absl_handler().addFilter(_QuietOrbax())
 
 def _manager(directory: str | pathlib.Path, keep: int = 1) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(
-        pathlib.Path(directory).absolute(), options=options, item_names=("state", "meta")
+        pathlib.Path(directory).absolute(), options=options, item_handlers=handlers
     )
 
 
@@ -72,7 +80,11 @@ def restore(directory, template=None, *, step: int | None = None):
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {directory}")
     with _manager(directory) as manager:
-        target = None if template is None else serialization.to_state_dict(template)
+        if template is None:  # NumPy leaves: Orbax would put them on the saving job's devices
+            saved = manager.item_metadata(step)["state"]
+            target = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), saved)
+        else:
+            target = serialization.to_state_dict(template)
         restored = manager.restore(
             step,
             args=ocp.args.Composite(

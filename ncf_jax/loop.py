@@ -12,6 +12,11 @@ Resume order: WORKDIR/checkpoints/latest (only when WORKDIR/options.json records
 options; newest readable step first) -> the task's own initial state (pre-trained or scratch).
 Epoch e trains with `fold_in(train_key, e)` inside the epoch and evaluates with
 `fold_in(eval_key, e)`, so a resumed run repeats an uninterrupted one exactly.
+
+Multi-process jobs (`ncf_jax.distributed`): every process runs this loop in step, on one shared
+WORKDIR; all of them save and restore the checkpoints (Orbax writes each array's shards from the
+processes that hold them), and process 0 alone writes options.json, results.json/.md and
+history.png.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 from absl import logging
 from flax import struct
 
-from ncf_jax import checkpoint, history, reporting, xla
+from ncf_jax import checkpoint, distributed, history, reporting, xla
 from ncf_jax.errors import ResumeError
 
 
@@ -103,7 +108,9 @@ def check_options(workdir: pathlib.Path, options: dict) -> None:
                 f"use another --workdir or delete {workdir}; to resume, pass the old values."
             )
     workdir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
+    distributed.sync("options read")  # so no process reads the file while process 0 writes it
+    if distributed.is_main():
+        path.write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
 
 
 # ------------------------------------------------------------------------------- the pieces
@@ -118,8 +125,8 @@ def _device_fns(task: Task):
 
 
 def _fetch(metrics: dict, n: int) -> list[dict]:
-    """Device metrics -> one {name: float} per replica, in one transfer."""
-    host = {k: np.asarray(v, np.float64).reshape(n) for k, v in jax.device_get(metrics).items()}
+    """Device metrics -> one {name: float} per replica, in one transfer (in every process)."""
+    host = {k: np.asarray(v, np.float64).reshape(n) for k, v in distributed.fetch(metrics).items()}
     return [{k: float(v[i]) for k, v in host.items()} for i in range(n)]
 
 
@@ -135,6 +142,12 @@ def _restore(task: Task, ckpt: pathlib.Path):
     state, meta = checkpoint.restore_intact(ckpt / "latest", task.state)
     logging.info("resumed from %s after epoch %d", ckpt / "latest", meta["epoch"])
     return task.place(state), meta["histories"], meta["init"]
+
+
+def _write(workdir: pathlib.Path, results: dict) -> None:
+    """results.json and results.md, by process 0 only (every process holds the same results)."""
+    if distributed.is_main():
+        reporting.write_results(workdir, results)
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -163,7 +176,7 @@ def run(task: Task, workdir) -> dict:
     for epoch in range(len(histories[0]) + 1, task.epochs + 1):
         t0 = time.perf_counter()
         state, losses = epoch_fn(state, task.data, train_key)
-        losses = np.asarray(jax.device_get(losses), np.float64).reshape(n)  # waits for the device
+        losses = np.asarray(distributed.fetch(losses), np.float64).reshape(n)  # waits for devices
         t1 = time.perf_counter()
         metrics = _fetch(evaluate(state.params, fold(eval_key, epoch)), n)
         seconds = (t1 - t0, time.perf_counter() - t1)
@@ -178,14 +191,16 @@ def run(task: Task, workdir) -> dict:
         if n == 1 and history.select_best(histories[0], task.select, task.mode)["epoch"] == epoch:
             checkpoint.save(ckpt / "best", epoch, state, meta)
         checkpoint.save(ckpt / "latest", epoch, state, meta, keep=2)
-        reporting.write_results(workdir, results)
+        _write(workdir, results)
 
-    reporting.write_results(workdir, results)
+    _write(workdir, results)
     title = f"{results.get('model')} on {results.get('dataset')}"
-    reporting.plot_history(workdir, results["history"], title if n == 1 else f"{title} x{n} seeds")
+    if distributed.is_main():
+        reporting.plot_history(workdir, results["history"],
+                               title if n == 1 else f"{title} x{n} seeds")  # fmt: skip
     if task.baseline is not None:
         base = run(task.baseline, workdir / "baseline")
         results["baseline"] = {"best_epoch": base["best_epoch"], "best": base["best"]}
         logging.info("baseline: %s", reporting.format_metrics(base["best"]))
-        reporting.write_results(workdir, results)
+        _write(workdir, results)
     return results

@@ -10,65 +10,25 @@ their reduction) itself, so the single-device program and the sharded one are th
 
 Multi-host: `maybe_initialize_distributed()` joins the processes of a cluster job before any
 device is touched; every process then holds the same (replicated) training data and builds the
-same global mesh over `jax.devices()`.
+same global mesh over `jax.devices()` (see `ncf_jax.distributed`).
 """
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ncf_jax import xla
+from ncf_jax import distributed, xla
 
 DATA, MODEL = "data", "model"
 
 
-def _cluster_env() -> str | None:
-    """Which multi-process launcher, if any, started this process."""
-    env = os.environ
-    if env.get("JAX_COORDINATOR_ADDRESS"):
-        return "jax"
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return "slurm"
-    if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-        return "openmpi"
-    return None
-
-
 def maybe_initialize_distributed() -> bool:
-    """Calls `jax.distributed.initialize()` when this is one process of a multi-process job.
-
-    Detected: `JAX_COORDINATOR_ADDRESS` (with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, our names
-    for the two values JAX cannot guess outside a cluster), a Slurm step with more than one task,
-    or an Open MPI job of more than one rank (JAX reads their own variables). Call it first,
-    before anything touches a device. Returns True when the process joined a cluster.
-    """
-    if jax.distributed.is_initialized():
-        return True
-    kind = _cluster_env()
-    if kind is None:
-        return False
-    kwargs = {}
-    if kind == "jax" and os.environ.get("JAX_NUM_PROCESSES"):
-        kwargs = {
-            "num_processes": int(os.environ["JAX_NUM_PROCESSES"]),
-            "process_id": int(os.environ["JAX_PROCESS_ID"]),
-        }
-    jax.distributed.initialize(**kwargs)
-    logging.info(
-        "joined a %s cluster: process %d of %d, %d local / %d global devices",
-        kind,
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_device_count(),
-        jax.device_count(),
-    )
-    return True
+    """Joins a multi-process job when this process is one (`ncf_jax.distributed.initialize`:
+    launcher detection, timeouts); call it before anything touches a device."""
+    return distributed.initialize()
 
 
 def make_mesh(num_model: int = 1, devices=None) -> Mesh:
@@ -142,24 +102,27 @@ def _constrain_rows(x, mesh: Mesh, dim: int):
 
 def data_parallel_batches(make_batches, mesh: Mesh | None):
     """`make_batches(key, data)` whose `[steps, batch, ...]` arrays are split over "data" on the
-    batch dimension, so each step's rows are spread over the data-parallel devices."""
+    batch dimension, so each step's rows are spread over the data-parallel devices; `[steps]`
+    leaves (one dropout key per step) stay replicated."""
     if is_trivial(mesh):
         return make_batches
 
     def sharded(key, data):
-        return jax.tree.map(lambda x: _constrain_rows(x, mesh, 1), make_batches(key, data))
+        split = lambda x: _constrain_rows(x, mesh, 1) if x.ndim > 1 else x
+        return jax.tree.map(split, make_batches(key, data))
 
     return sharded
 
 
 def data_parallel_apply(apply_fn, mesh: Mesh | None):
-    """`apply_fn(params, users, items)` with the ids split over "data" on their first dimension:
-    evaluation chunks (`[chunk, candidates]`) are then scored data-parallel too."""
+    """`apply_fn(params, users, items, **kwargs)` with the ids split over "data" on their first
+    dimension: evaluation chunks (`[chunk, candidates]`) are then scored data-parallel too."""
     if is_trivial(mesh):
         return apply_fn
 
-    def apply(params, users, items):
-        return apply_fn(params, _constrain_rows(users, mesh, 0), _constrain_rows(items, mesh, 0))
+    def apply(params, users, items, **kwargs):
+        users, items = _constrain_rows(users, mesh, 0), _constrain_rows(items, mesh, 0)
+        return apply_fn(params, users, items, **kwargs)
 
     return apply
 

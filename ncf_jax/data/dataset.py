@@ -18,6 +18,7 @@ import os
 import pathlib
 import re
 import urllib.request
+import uuid
 from typing import NamedTuple
 
 import numpy as np
@@ -85,7 +86,8 @@ def save_npz(data: InteractionData, path) -> None:
         for f in dataclasses.fields(data)
         if f.name != "name"
     }
-    part = path.with_name(path.name + ".part")
+    # Own temporary name: the processes of a multi-process job all write the same cache.
+    part = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
     with open(part, "wb") as f:
         np.savez(f, name=np.asarray(data.name), **arrays)
     os.replace(part, path)

@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 
 from absl import logging
@@ -149,7 +150,7 @@ def fetch(remote: Remote, dest, *, opener=urllib.request.urlopen) -> pathlib.Pat
             raise DownloadError(f"{dest} is missing and NCF_JAX_OFFLINE is set: {by_hand}")
         logging.info("downloading %s to %s", remote.url, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
+        part = dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:8]}.part")  # one per process
         try:
             with opener(remote.url) as response, open(part, "wb") as out:
                 shutil.copyfileobj(response, out, 1 << 20)

@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ncf_jax import batching, evaluate, losses, metrics, optim, train
+from ncf_jax import batching, distributed, evaluate, losses, metrics, optim, train
 from ncf_jax.config import (
     ClickConfig,
     DataConfig,
@@ -202,6 +202,7 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
     """The record of FeatureNCF (with or without the features) on the train rows; with
     --baseline, the record without features rides along as `Task.baseline`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
+    distributed.require_one_process("clicks")  # not data-parallel yet
     stats = data.stats
 
     # Model, optimiser, state.

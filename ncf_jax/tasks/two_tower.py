@@ -15,7 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ncf_jax import batching, evaluate, history, interactions, losses, optim, reporting, train
+from ncf_jax import (
+    batching,
+    distributed,
+    evaluate,
+    history,
+    interactions,
+    losses,
+    optim,
+    reporting,
+    train,
+)
 from ncf_jax.config import (
     DataConfig,
     EvalConfig,
@@ -131,6 +141,7 @@ def evaluate_popularity(data: InteractionData, eval_config: EvalConfig) -> dict:
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
     """The record of one two-tower run on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
+    distributed.require_one_process("two-tower")  # not data-parallel yet
     require_validation_for(eval_config.select_epoch, data.has_validation)
 
     # Model, optimiser, state.
