@@ -25,6 +25,9 @@ from ncf_jax.tasks import ncf
 OPTION_CONFIGS = {"data": DataConfig, "train": ncf.NCFTrainConfig, "eval": EvalConfig}
 flags.define_flags(OPTION_CONFIGS, defaults=paper.PAPER_OPTIONS)
 flags.define_workdir_flag("Output folder: paper.json, paper.md, figures and cells/.")
+flags.define_bool(
+    "report_only", False, "Train nothing: write the report of the cells finished so far."
+)
 absl_flags.DEFINE_list(
     "experiments", list(paper.EXPERIMENTS), f"Subset to run: {','.join(paper.EXPERIMENTS)}."
 )
@@ -43,9 +46,11 @@ def main(argv) -> None:
     paper.plan_for(names, base)  # an unknown experiment fails before the data is read
     data = ncf.load_data(configs)
     logging.info("data: %s", data.stats())
-    out = paper.reproduce(data, base, workdir, names, extra={"flags": flags.flag_values()})
+    out = paper.reproduce(data, base, workdir, names, extra={"flags": flags.flag_values()},
+                          train=not flags.value("report_only"))  # fmt: skip
     total = sum(c["seconds"] or 0.0 for c in out["cells"])
-    print(f"{len(out['cells'])} cells ({format_seconds(total)} of training recorded) -> "
+    done, cells = out["cells_finished"]
+    print(f"{done} of {cells} cells ({format_seconds(total)} of training recorded) -> "
           f"{workdir}/paper.md, paper.json, figures")  # fmt: skip
 
 

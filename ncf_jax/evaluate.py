@@ -89,8 +89,9 @@ def make_sampled_evaluator(
         negatives_mask = np.ones(negatives.shape, bool)
     negatives_mask = np.asarray(negatives_mask, bool)
     _check(negatives_mask.shape == negatives.shape, "negatives_mask must match negatives' shape")
+    _check(k >= 1, f"k must be >= 1, got {k}")
+    _check(all(c >= 1 for c in cutoffs), f"cutoffs must be >= 1, got {cutoffs}")
     ks = (k, *(c for c in cutoffs if c != k))
-    _check(min(ks) >= 1, f"k and cutoffs must be >= 1, got {ks}")
     _check(ties in TIES, f"ties must be one of {TIES}, got {ties!r}")
     _check(chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}")
 

@@ -64,6 +64,10 @@ def test_the_whole_suite_resumes_cell_by_cell(tmp_path):
         paper.reproduce(DATA, BASE, tmp_path, grid=GRID, log=interrupt_at_third)
     assert len(list((tmp_path / "cells").glob("*/results.json"))) == 2
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*/results.json")}
+    so_far = paper.reproduce(DATA, BASE, tmp_path, grid=GRID, log=lambda _: None, train=False)
+    assert (
+        so_far["cells_finished"] == [2, 8] and "2 of 8 cells" in (tmp_path / "paper.md").read_text()
+    )
 
     resumed = []
     out = paper.reproduce(DATA, BASE, tmp_path, grid=GRID, log=resumed.append)

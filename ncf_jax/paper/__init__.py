@@ -41,6 +41,8 @@ def _cell_table(workdir, plan: dict, results: dict) -> list[dict]:
             used.setdefault(cell, []).append(name)
     rows = []
     for cell in suite.cells_in_order(plan):
+        if cell.name not in results:
+            continue
         seconds = run.cell_seconds(workdir, cell)
         epochs = len(results[cell.name]["history"])
         per_epoch = None if seconds is None else round(seconds / epochs, 2)
@@ -50,14 +52,17 @@ def _cell_table(workdir, plan: dict, results: dict) -> list[dict]:
 
 
 def reproduce(data, base: dict, workdir, names=EXPERIMENTS, *, grid: Grid = PAPER_GRID,
-              log: Callable[[str], None] = print, extra: dict | None = None) -> dict:  # fmt: skip
+              log: Callable[[str], None] = print, extra: dict | None = None,
+              train: bool = True) -> dict:  # fmt: skip
     """Trains what `names` need on `data` with the options `base` (PAPER_OPTIONS plus the
     dataset, seeds and epochs) and writes WORKDIR/paper.json, paper.md and figure*.png.
-    Returns paper.json's content."""
+    With `train=False` it only reports the cells already finished. Returns paper.json's
+    content."""
     workdir = pathlib.Path(workdir)
     plan = plan_for(names, base, grid)
-    results = run.run_cells(workdir, plan, data, log=log, extra=extra)
+    results = run.run_cells(workdir, plan, data, log=log, extra=extra, train=train)
     out = report.collect(plan, results, base["dataset"])
+    out["cells_finished"] = [len(results), len(suite.cells_in_order(plan))]
     out["options"] = base
     out["cells"] = _cell_table(workdir, plan, results)
     (workdir / "paper.json").write_text(json.dumps(out, indent=1) + "\n")

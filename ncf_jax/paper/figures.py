@@ -94,6 +94,8 @@ def draw(report: dict, folder) -> list[pathlib.Path]:
     title = lambda name: f"{report['experiments'][name]['title']} — {report['dataset']}"
     for name, exp in report["experiments"].items():
         path, rows = folder / f"{name}.png", exp["rows"]
+        if not rows:
+            continue
         if name == "figure4":
             figure_vs(rows, "factors", "Factors", ("hr@10", "ndcg@10"), title(name), path,
                       log2=True)  # fmt: skip

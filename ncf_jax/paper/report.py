@@ -82,6 +82,8 @@ def collect(plan: dict, results: dict[str, dict], dataset: str) -> dict:
     for name, points in plan.items():
         rows = []
         for point, cell in points.items():
+            if cell.name not in results:  # not trained yet (a report of a suite so far)
+                continue
             r = results[cell.name]
             row = {"cell": cell.name}
             if name == "table2":
@@ -142,9 +144,16 @@ def markdown(report: dict, cells: list[dict]) -> str:
         lines += [f"The paper has no {report['dataset']} results: its {report['paper_dataset']} "
                   "numbers stand beside ours for reference, not as a target.", ""]  # fmt: skip
     lines += [f"Paper values: {report['source']}", ""]
+    done, total = report.get("cells_finished", (len(cells), len(cells)))
+    if done < total:
+        lines += [f"**A suite so far: {done} of {total} cells finished**; points of the other "
+                  "cells are left out.", ""]  # fmt: skip
     for name, exp in report["experiments"].items():
         lines += [f"## {exp['title']}", ""]
         rows = exp["rows"]
+        if not rows:
+            lines += ["(no cell finished yet)", ""]
+            continue
         if name == "table2":
             head = ["factors", "NeuMF", "HR@10", paper, "Δ", "NDCG@10", paper, "Δ"]
             body = [[r["factors"], f"{r['pretraining']} pre-training", *_vs(r, "hr@10"),

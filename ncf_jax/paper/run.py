@@ -106,8 +106,9 @@ def format_seconds(seconds: float) -> str:
 
 
 def run_cells(workdir, plan: dict, data, *, log: Callable[[str], None] = print,
-              extra: dict | None = None) -> dict[str, dict]:  # fmt: skip
+              extra: dict | None = None, train: bool = True) -> dict[str, dict]:  # fmt: skip
     """Trains every distinct cell of `plan` that is not finished; returns {cell name: results}.
+    With `train=False` nothing trains: the finished cells only (a report of a suite so far).
 
     Logs "cell i/n: NAME (...) | elapsed, about T left" before each cell; T scales the seconds
     measured so far by the relative cost (`suite.cost`) of the cells still to train.
@@ -119,6 +120,8 @@ def run_cells(workdir, plan: dict, data, *, log: Callable[[str], None] = print,
     out, started = {}, time.perf_counter()
     for i, cell in enumerate(cells, 1):
         results = finished(workdir, cell)
+        if results is None and not train:
+            continue
         if results is None:
             left = "unknown" if not spent else format_seconds(
                 spent / done_cost * (total_cost - done_cost))  # fmt: skip
@@ -132,7 +135,7 @@ def run_cells(workdir, plan: dict, data, *, log: Callable[[str], None] = print,
         if cell in dependencies:
             export_replicas(cell_dir(workdir, cell), cell.values.get("num_seeds", 1))
         out[cell.name] = results
-    log(f"{len(cells)} cells done in {format_seconds(time.perf_counter() - started)}")
+    log(f"{len(out)} of {len(cells)} cells done in {format_seconds(time.perf_counter() - started)}")
     return out
 
 
