@@ -168,6 +168,13 @@ def markdown(report: dict, cells: list[dict]) -> str:
                     by_x = {r["hidden_layers"]: r for r in rows if r["factors"] == f}
                     body.append([f] + ["{} · {} ({})".format(*_vs(by_x[x], metric)) for x in xs])
                 lines += _table(["factors", *[f"MLP-{x}" for x in xs]], body) + [""]
+        elif name == "figure5":  # one row per K, one column per model, as the plot reads
+            for metric in ("hr", "ndcg"):
+                ks = sorted(int(k.split("@")[1]) for k in rows[0] if k.startswith(f"{metric}@")
+                            and not k.endswith("_std"))  # fmt: skip
+                head = ["K", *[f"{MODELS[r['model']].label} {metric.upper()}@K" for r in rows]]
+                lines += _table(head, [[k, *[_pm(r, f"{metric}@{k}") for r in rows]] for k in ks])
+                lines.append("")
         elif name == "figure6":
             for r in rows:
                 last = r["curve"][-1]
