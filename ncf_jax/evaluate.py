@@ -49,6 +49,7 @@ def make_sampled_evaluator(
     k: int = 10,
     ties: str = "pessimistic",
     chunk_size: int = 1024,
+    cutoffs: tuple[int, ...] = (),
 ) -> Evaluator:
     """Evaluator for the NCF protocol: each held-out item against its sampled negatives.
 
@@ -61,11 +62,13 @@ def make_sampled_evaluator(
       k: cut-off of HR@k and NDCG@k.
       ties: tie policy of `metrics.rank_against_negatives`.
       chunk_size: pairs scored per step; memory grows with it, per-step overhead shrinks.
+      cutoffs: more cut-offs whose HR and NDCG come from the same ranks (one scoring pass).
 
     Returns:
-      `evaluate(params, key=None) -> {"hr@<k>": scalar, "ndcg@<k>": scalar}`, means over the
-      pairs. `key` is needed by ties="random" only; chunk i draws its coins from
-      `fold_in(key, i)`, so the draws (not their distribution) change with chunk_size.
+      `evaluate(params, key=None) -> {"hr@<k>": scalar, "ndcg@<k>": scalar}` (then the same
+      for each of `cutoffs`), means over the pairs. `key` is needed by ties="random" only;
+      chunk i draws its coins from `fold_in(key, i)`, so the draws (not their distribution)
+      change with chunk_size.
 
     >>> emb = jnp.eye(3)  # user u scores 1 for item u, 0 for the others
     >>> score = lambda params, users, items: jnp.einsum("cd,cmd->cm", params[users], params[items])
@@ -87,6 +90,8 @@ def make_sampled_evaluator(
     negatives_mask = np.asarray(negatives_mask, bool)
     _check(negatives_mask.shape == negatives.shape, "negatives_mask must match negatives' shape")
     _check(k >= 1, f"k must be >= 1, got {k}")
+    _check(all(c >= 1 for c in cutoffs), f"cutoffs must be >= 1, got {cutoffs}")
+    ks = (k, *(c for c in cutoffs if c != k))
     _check(ties in TIES, f"ties must be one of {TIES}, got {ties!r}")
     _check(chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}")
 
@@ -101,7 +106,6 @@ def make_sampled_evaluator(
             "valid": _chunk(np.ones(n, bool), chunk, fill=False),
         }
     )
-    hr_name, ndcg_name = f"hr@{k}", f"ndcg@{k}"
 
     @xla.jit
     def _evaluate(params, key, data):
@@ -114,13 +118,13 @@ def make_sampled_evaluator(
             rank = metrics.rank_against_negatives(
                 scores[:, 0], scores[:, 1:], x["neg_mask"], ties=ties, key=chunk_key
             )
-            return metrics.hit_rate(rank, k), metrics.ndcg(rank, k)
+            return [(metrics.hit_rate(rank, c), metrics.ndcg(rank, c)) for c in ks]
 
-        hr, ndcg = jax.lax.map(one_chunk, xs)
-        return {
-            hr_name: metrics.masked_mean(hr, data["valid"]),
-            ndcg_name: metrics.masked_mean(ndcg, data["valid"]),
-        }
+        mean = lambda values: metrics.masked_mean(values, data["valid"])
+        out = {}
+        for c, (hr, ndcg) in zip(ks, jax.lax.map(one_chunk, xs), strict=True):
+            out |= {f"hr@{c}": mean(hr), f"ndcg@{c}": mean(ndcg)}
+        return out
 
     def evaluate(params, key=None) -> dict[str, jax.Array]:
         if ties == "random" and key is None:

@@ -182,3 +182,20 @@ def test_full_evaluator_rejects_bad_input():
 def test_docstring_examples():
     result = doctest.testmod(evaluate, extraglobs={"jnp": jnp}, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_sampled_evaluator_cutoffs_share_one_pass():
+    users, items, negatives, mask = sampled_data(2)
+    params = make_params(0)
+    both = evaluate.make_sampled_evaluator(score_fn, users, items, negatives, mask, k=10,
+                                           cutoffs=(1, 5, 10))  # fmt: skip
+    out = {name: float(v) for name, v in both(params).items()}
+    assert set(out) == {"hr@10", "ndcg@10", "hr@1", "ndcg@1", "hr@5", "ndcg@5"}
+    for k in (1, 5, 10):
+        one = evaluate.make_sampled_evaluator(score_fn, users, items, negatives, mask, k=k)
+        assert {n: float(v) for n, v in one(params).items()} == {
+            f"hr@{k}": out[f"hr@{k}"],
+            f"ndcg@{k}": out[f"ndcg@{k}"],
+        }
+    with pytest.raises(ValueError, match="cutoffs must be"):
+        evaluate.make_sampled_evaluator(score_fn, users, items, negatives, cutoffs=(0,))
