@@ -136,9 +136,8 @@ def validation_score(results: dict) -> float:
     return max(h["valid_hr@10"] for h in results["history"])
 
 
-def points(model: str, tune: bool) -> list[dict]:
-    """The grid of `model` as a list of {flag: value}; [{}] (defaults) without tuning."""
-    grid = GRIDS[model] if tune else {}
+def points(grid: dict) -> list[dict]:
+    """A grid {flag: [values]} as a list of {flag: value}; {} gives [{}] (the defaults)."""
     names = list(grid)
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
 
@@ -147,12 +146,12 @@ def _name(point: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in point.items()) or "default"
 
 
-def run_row(model: str, protocol: str, suite: CompareConfig, root: pathlib.Path, run) -> dict:
+def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run, grid: dict) -> dict:
     """One (model, protocol) row: its grid searched on validation when tuning (one seed a
     point), then the chosen point with every seed."""
     home = root / model / protocol
     tried, chosen = [], {}
-    grid = points(model, suite.tune)
+    grid = points(grid if suite.tune else {})
     if len(grid) > 1:
         for point in grid:
             workdir = home / "tune" / _name(point)
@@ -243,15 +242,16 @@ def write_report(rows: list[dict], suite: CompareConfig, root: pathlib.Path, hea
     plot(rows, root / "compare.png", f"{suite.dataset}: @10, mean ± std over seeds")
 
 
-def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None) -> dict:
+def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None, grids=GRIDS) -> dict:
     """Every (model, protocol) of `suite` in WORKDIR; returns compare.json's content plus
-    "ran": the run folders trained this time (empty when everything was complete)."""
+    "ran": the run folders trained this time (empty when everything was complete).
+    grids: {model: {flag: [values]}} searched with `suite.tune` (default `GRIDS`)."""
     root = pathlib.Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     run = Runner()
     rows = []
     for model in suite.models:
         for protocol in PROTOCOLS:
-            rows.append(run_row(model, protocol, suite, root, run))
+            rows.append(run_row(model, protocol, suite, root, run, grids.get(model, {})))
             write_report(rows, suite, root, head or {})  # a partial report survives a crash
     return {**(head or {}), "rows": rows, "ran": run.ran}
