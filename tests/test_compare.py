@@ -103,3 +103,18 @@ def test_tuning_records_every_point_and_the_chosen_one(folder, tmp_path):
     for row in rows:
         best = max(row["tried"], key=lambda t: t["valid_hr@10"])["settings"]
         assert row["chosen"] == best and row["settings"]["ease_lambda"] == best["ease_lambda"]
+
+
+def test_the_table_puts_published_figures_beside_ours_on_ml_1m():
+    metric = {"mean": 0.5, "std": 0.01}
+    rows = [
+        {"model": m, "protocol": p, "metrics": dict.fromkeys(compare.METRICS[p], metric),
+         "fit_seconds": 1.0, "eval_seconds": 0.1, "tried": []}
+        for m in ("ease", "gmf") for p in compare.PROTOCOLS
+    ]  # fmt: skip
+    ease, gmf = compare.table_rows(rows, "ncf:ml-1m")
+    assert (
+        ease["paper HR@10 / NDCG@10"] == "0.7192 / 0.4494" and gmf["paper HR@10 / NDCG@10"] == "n/a"
+    )
+    assert ease["HR@10 (sampled)"] == "0.5000 ± 0.0100"
+    assert "paper HR@10 / NDCG@10" not in compare.table_rows(rows, "ncf:pinterest-20")[0]
