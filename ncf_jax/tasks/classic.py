@@ -141,7 +141,9 @@ def closed_form_epoch(fit):
 
     def train_epoch(state, data, key):
         del data, key  # the fit closes over the training CSR and is deterministic
-        params = fit() if int(state.epoch) == 0 else state.params
+        # Block on the fit: the loop times an epoch until its loss is fetched, and a constant loss
+        # would not wait for the asynchronously dispatched solves.
+        params = jax.block_until_ready(fit()) if int(state.epoch) == 0 else state.params
         return FitState(state.epoch + 1, params), jnp.zeros((), jnp.float32)
 
     return train_epoch
