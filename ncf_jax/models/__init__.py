@@ -11,7 +11,9 @@ from collections.abc import Mapping
 
 import jax.numpy as jnp
 
+from ncf_jax import baselines
 from ncf_jax.errors import UsageError
+from ncf_jax.models.classic import Classic
 from ncf_jax.models.feature_ncf import FeatureNCF
 from ncf_jax.models.gmf import GMF
 from ncf_jax.models.mf import MF
@@ -23,6 +25,8 @@ from ncf_jax.models.two_tower import TwoTower
 MODELS = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF, "mf": MF, "two_tower": TwoTower}
 # Explicit-rating and side-feature models (ncf_jax.tasks.rating, ncf_jax.tasks.clicks).
 MODELS |= {"biased_mf": BiasedMF, "rating_mlp": RatingMLP, "feature_ncf": FeatureNCF}
+# Classic baselines fitted by solves (ncf_jax.tasks.classic): scored through `score_all`.
+MODELS |= {name: Classic for name in baselines.MODELS}
 
 
 def create_model(model_config, num_users: int, num_items: int):
@@ -49,6 +53,7 @@ __all__ = [
     "MLP",
     "MODELS",
     "BiasedMF",
+    "Classic",
     "FeatureNCF",
     "NeuMF",
     "RatingMLP",

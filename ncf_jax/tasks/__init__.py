@@ -11,9 +11,9 @@ import dataclasses
 
 from ncf_jax import config, loop
 from ncf_jax.errors import UsageError
-from ncf_jax.tasks import clicks, ncf, rating, two_tower
+from ncf_jax.tasks import classic, clicks, ncf, rating, two_tower
 
-TASKS = {"ncf": ncf, "two_tower": two_tower, "rating": rating, "clicks": clicks}
+TASKS = {"ncf": ncf, "two_tower": two_tower, "rating": rating, "clicks": clicks, "classic": classic}
 
 
 def configs(task, **given) -> dict:
@@ -44,5 +44,14 @@ def train_and_evaluate(task, data, configs: dict, workdir, *, extra: dict | None
     return loop.run(task.build(data, configs, extra=extra), workdir)
 
 
-__all__ = ["TASKS", "clicks", "configs", "configs_from_options", "ncf", "rating", "replace"]
+__all__ = [
+    "TASKS",
+    "classic",
+    "clicks",
+    "configs",
+    "configs_from_options",
+    "ncf",
+    "rating",
+    "replace",
+]
 __all__ += ["train_and_evaluate", "two_tower"]

@@ -1,0 +1,223 @@
+"""Task: the classic baselines of `ncf_jax.baselines` (TopPop, ItemKNN, UserKNN, RP3beta,
+PureSVD, SLIM, EASE^R, iALS), fitted by solves and ranked by the same evaluators as NCF.
+
+The state is a `loop.FitState`. A closed-form model fits in epoch 1 (its loss is 0) and later
+epochs keep that fit; iALS runs one alternating sweep per epoch, from a seeded random start,
+and reports its objective as the loss, so `--epochs` is its number of sweeps and
+`--select_epoch` may pick the best sweep. `--num_seeds=N` (iALS only: the others are
+deterministic) vmaps N replicas in one program, as the NCF task does.
+
+Every hyperparameter is one option, prefixed by its model family (knn_, rp3_, svd_, slim_,
+ease_, ials_) so the flags never clash with the NCF task's when both are defined together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ncf_jax import baselines, evaluate, history
+from ncf_jax.config import (
+    DataConfig,
+    EvalConfig,
+    at_least,
+    option,
+    positive,
+    require,
+    require_validation_for,
+    resume_options,
+    validate,
+)
+from ncf_jax.data import load_dataset
+from ncf_jax.data.types import InteractionData
+from ncf_jax.loop import FitState, Task
+from ncf_jax.models import create_model, scoring
+from ncf_jax.reporting import describe_run
+
+CLASSIC_MODELS = tuple(baselines.MODELS)
+WEIGHTINGS = ("none", "tfidf", "bm25")
+# iALS sweeps when --epochs is left at 0 (Rendle et al. 2021 run 10-20).
+IALS_SWEEPS = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicModelConfig:
+    """Which baseline and its hyperparameters (defaults: those of `ncf_jax.baselines`)."""
+
+    model: str = option("ease", "Classic baseline (ncf_jax.baselines).", choices=CLASSIC_MODELS)
+    knn_k: int = option(
+        100, "Neighbours kept per item / user (itemknn, userknn, rp3beta, slim).", **positive()
+    )
+    knn_shrink: float = option(10.0, "Cosine shrinkage (itemknn, userknn).", **at_least(0))
+    knn_weighting: str = option(
+        "none", "Feature weighting of X (itemknn, userknn).", choices=WEIGHTINGS
+    )
+    rp3_alpha: float = option(1.0, "RP3beta: exponent of the transition probabilities.")
+    rp3_beta: float = option(0.6, "RP3beta: popularity penalty exponent.")
+    svd_factors: int = option(50, "PureSVD: rank of the truncated SVD.", **positive())
+    slim_alpha: float = option(0.1, "SLIM: ElasticNet strength.", **positive())
+    slim_l1_ratio: float = option(
+        0.01,
+        "SLIM: L1 share of the ElasticNet penalty.",
+        check=lambda v: 0.0 <= v <= 1.0,
+        message="{flag} must be in [0, 1], got {value}",
+    )
+    ease_lambda: float = option(500.0, "EASE^R: L2 strength lambda.", **positive())
+    ials_factors: int = option(64, "iALS: embedding size d.", **positive())
+    ials_alpha0: float = option(
+        0.3, "iALS: weight of every (user, item) pair being 0.", **positive()
+    )
+    ials_reg: float = option(
+        0.01, "iALS: L2 strength (frequency-scaled by --ials_nu).", **at_least(0)
+    )
+    ials_nu: float = option(1.0, "iALS: exponent of the frequency-scaled L2.", **at_least(0))
+
+    def __post_init__(self):
+        validate(self)
+
+    def hyperparameters(self) -> dict:
+        """The keyword arguments of this model's `fit` (iALS: of `sweep` and `objective`)."""
+        knn = {"k": self.knn_k, "shrink": self.knn_shrink, "weighting": self.knn_weighting}
+        return {
+            "toppop": {},
+            "itemknn": knn,
+            "userknn": knn,
+            "rp3beta": {"alpha": self.rp3_alpha, "beta": self.rp3_beta, "k": self.knn_k},
+            "puresvd": {"factors": self.svd_factors},
+            "slim": {"alpha": self.slim_alpha, "l1_ratio": self.slim_l1_ratio, "k": self.knn_k},
+            "ease": {"lam": self.ease_lambda},
+            "ials": {"alpha0": self.ials_alpha0, "reg": self.ials_reg, "nu": self.ials_nu},
+        }[self.model]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicTrainConfig:
+    """Epochs, seed and replicas. Closed-form models fit in epoch 1 and keep the fit after it;
+    iALS sweeps once per epoch."""
+
+    epochs: int = option(
+        0,
+        f"Epochs (iALS: sweeps); 0 = 1 for closed-form models, {IALS_SWEEPS} for iALS.",
+        resume_safe=True,
+        **at_least(0),
+    )
+    seed: int = option(0, "Seed of the iALS initialisation.")
+    num_seeds: int = option(
+        1,
+        "iALS: replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and std.",
+        **at_least(1),
+    )
+
+    @property
+    def learner(self) -> str:  # results.json's head names the learner of every run
+        return "solve"
+
+    def __post_init__(self):
+        validate(self)
+
+
+CONFIGS = {
+    "data": DataConfig,
+    "model": ClassicModelConfig,
+    "train": ClassicTrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def load_data(configs: dict) -> InteractionData:
+    return load_dataset(configs["data"])
+
+
+def epochs_of(model: str, epochs: int) -> int:
+    """--epochs, with 0 resolved to the model's natural number of epochs."""
+    return epochs or (IALS_SWEEPS if model == "ials" else 1)
+
+
+def closed_form_epoch(fit):
+    """train_epoch of a closed-form model: `fit()` in the first epoch, the same fit after."""
+
+    def train_epoch(state, data, key):
+        del data, key  # the fit closes over the training CSR and is deterministic
+        # Block on the fit: the loop times an epoch until its loss is fetched, and a constant loss
+        # would not wait for the asynchronously dispatched solves.
+        params = jax.block_until_ready(fit()) if int(state.epoch) == 0 else state.params
+        return FitState(state.epoch + 1, params), jnp.zeros((), jnp.float32)
+
+    return train_epoch
+
+
+def ials_epoch(hp: dict):
+    """train_epoch of iALS: one sweep; the loss is the objective after it."""
+
+    def train_epoch(state, data, key):
+        del key  # a sweep is deterministic given its start
+        params = baselines.ials.sweep(state.params, data, **hp)
+        return FitState(state.epoch + 1, params), baselines.ials.objective(params, data, **hp)
+
+    return train_epoch
+
+
+def _ials_states(data: InteractionData, m: ClassicModelConfig, seeds: list[int]):
+    """(FitStates, run keys) of each seed, stacked when there are several."""
+    states, keys = [], []
+    for seed in seeds:
+        init_key, key = jax.random.split(jax.random.key(seed))
+        params = baselines.ials.init(
+            init_key, num_users=data.num_users, num_items=data.num_items, factors=m.ials_factors
+        )
+        states.append(FitState(jnp.zeros((), jnp.int32), params))
+        keys.append(key)
+    if len(seeds) == 1:
+        return states[0], keys[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), jnp.stack(keys)
+
+
+def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
+    """The record of one classic-model run (iALS: or of `num_seeds` replicas) on `data`."""
+    m, t, e = configs["model"], configs["train"], configs["eval"]
+    require_validation_for(e.select_epoch, data.has_validation)
+    require(
+        t.num_seeds == 1 or m.model == "ials",
+        f"--model={m.model} is deterministic: --num_seeds applies to --model=ials only",
+    )
+    indptr, indices = data.train_csr()
+    sizes = {"num_users": data.num_users, "num_items": data.num_items}
+    hp = m.hyperparameters()
+
+    # The fit: iALS sweeps from a seeded start; the others solve once.
+    seeds = list(range(t.seed, t.seed + t.num_seeds))
+    if m.model == "ials":
+        state, key = _ials_states(data, m, seeds)
+        train_epoch, fit_data = ials_epoch(hp), baselines.ials.prepare(indptr, indices, **sizes)
+        if t.num_seeds == 1:  # the loop jits the vmapped epoch itself for replicas
+            train_epoch = jax.jit(train_epoch)
+    else:
+        fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
+        shapes = jax.eval_shape(fit)  # the fitted pytree, so a checkpoint restores into it
+        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        state, key = FitState(jnp.zeros((), jnp.int32), params), jax.random.key(t.seed)
+        train_epoch, fit_data = closed_form_epoch(fit), None
+
+    # The evaluator: the catalogue's scores, gathered for sampled candidates.
+    model = create_model(m, data.num_users, data.num_items)
+    evaluators = evaluate.make_ranking_evaluators(
+        *scoring.score_fns(model, data.num_items), data, e
+    )
+    head = describe_run("classic", data.name, configs, extra=extra, eval_protocol=e.protocol)
+    replicas = t.num_seeds > 1
+    return Task(
+        state=state,
+        train_epoch=train_epoch,
+        data=fit_data,
+        evaluate=evaluate.combine(evaluators),
+        key=key,
+        select=history.selected(f"hr@{e.top_k}", e.select_epoch),
+        epochs=epochs_of(m.model, t.epochs),
+        results=head | ({"seed": seeds} if replicas else {}),
+        options=resume_options(configs),
+        has_validation=data.has_validation,
+        seeds=seeds if replicas else None,
+    )
