@@ -44,6 +44,11 @@ def dense_binary(indptr, indices, num_users: int, num_items: int) -> jax.Array:
     return jnp.asarray(x)
 
 
+def counts(indptr, indices, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """([num_users] items per user, [num_items] users per item) of a training CSR."""
+    return np.diff(np.asarray(indptr)), np.bincount(np.asarray(indices), minlength=num_items)
+
+
 def user_rows(x: jax.Array, users: jax.Array) -> jax.Array:
     """[len(users), num_items] float32 rows of X."""
     return x[users].astype(jnp.float32)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ncf_jax.baselines import _matrix
 
@@ -54,8 +53,7 @@ def fit(
     """
     del key  # deterministic
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    user_counts = np.diff(np.asarray(indptr))
-    item_counts = np.bincount(np.asarray(indices), minlength=num_items)
+    user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     item_w, user_w = _matrix.feature_weights(item_counts, user_counts, weighting)
     g = _matrix.gram(x, jnp.asarray(user_w) ** 2, chunk_size=chunk_size)
     g = g * jnp.asarray(item_w)[:, None] * jnp.asarray(item_w)[None, :]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ncf_jax.baselines import _matrix
 
@@ -38,8 +37,7 @@ def fit(
     """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32}."""
     del key  # deterministic
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    user_counts = np.diff(np.asarray(indptr))
-    item_counts = np.bincount(np.asarray(indices), minlength=num_items)
+    user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     # For binary X, (x / n)^alpha = x * n^-alpha: the walk is a Gram product with scalings.
     g = _matrix.gram(x, jnp.asarray(_matrix.safe_power(user_counts, -alpha)), chunk_size=chunk_size)
     source = jnp.asarray(_matrix.safe_power(item_counts, -alpha))

@@ -21,7 +21,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ncf_jax.baselines import _matrix
 
@@ -67,8 +66,7 @@ def fit(
     """
     del key  # deterministic
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    user_counts = np.diff(np.asarray(indptr))
-    item_counts = np.bincount(np.asarray(indices), minlength=num_items)
+    user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     doc_w, term_w = _matrix.feature_weights(user_counts, item_counts, weighting)
     k = max(1, min(k, num_users - 1))
     ids, weights = _neighbours(
