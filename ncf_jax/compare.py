@@ -31,9 +31,20 @@ from ncf_jax import baselines, reporting
 from ncf_jax.config import at_least, option, require, resume_options, strings
 from ncf_jax.tasks import TASKS, configs_from_options, train_and_evaluate
 from ncf_jax.tasks.classic import epochs_of
+from ncf_jax.tasks.ncf import BPR_OPTIONS
 
 CLASSIC = tuple(baselines.MODELS)
-NEURAL = ("gmf", "mlp", "neumf")
+# Trained through the NCF task (sampler, epoch, Adam): {row name: its own options}. "mf" is the
+# dot-product MF of Rendle et al. (RecSys 2020) with the paper's log loss; "mf_bpr" the same
+# model with the pairwise BPR loss, one sampled negative per positive (Rendle et al. 2009).
+NEURAL_OPTIONS = {
+    "gmf": {"model": "gmf"},
+    "mlp": {"model": "mlp"},
+    "neumf": {"model": "neumf"},
+    "mf": {"model": "mf", "num_factors": 32},
+    "mf_bpr": {"model": "mf", "num_factors": 32, **BPR_OPTIONS},
+}
+NEURAL = tuple(NEURAL_OPTIONS)
 PROTOCOLS = ("sampled", "full")
 METRICS = {"sampled": ("hr@10", "ndcg@10"), "full": ("recall@10", "ndcg@10")}
 # The NCF authors' settings (experiments/configs/ml100k_{gmf,mlp,neumf}.flags).
@@ -49,6 +60,8 @@ GRIDS = {
     "slim": {"slim_alpha": [0.03, 0.1, 0.3], "slim_l1_ratio": [0.001, 0.01]},
     "ease": {"ease_lambda": [10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0]},
     "ials": {"ials_alpha0": [0.1, 0.3, 1.0], "ials_reg": [0.003, 0.01, 0.03]},
+    "mf": {"learning_rate": [0.001, 0.003], "reg_mf": [0.0, 0.001, 0.01]},
+    "mf_bpr": {"learning_rate": [0.001, 0.003, 0.01], "reg_mf": [0.0, 0.001, 0.01]},
     "gmf": {},
     "mlp": {},
     "neumf": {},
@@ -79,13 +92,14 @@ class CompareConfig:
 # ------------------------------------------------------------------------------ one run
 def options_of(model: str, protocol: str, suite: CompareConfig, point: dict, seeds: int) -> dict:
     """{flag: value} of one run of `model` under `protocol` at grid `point`."""
-    options = {"dataset": suite.dataset, "model": model, "eval_protocol": protocol, "top_k": 10}
+    options = {"dataset": suite.dataset, "eval_protocol": protocol, "top_k": 10}
+    options |= NEURAL_OPTIONS.get(model, {"model": model})
     if suite.data_dir is not None:
         options["data_dir"] = suite.data_dir
     if suite.tune:
         options |= {"validation": True, "select_epoch": "valid"}
     if model in NEURAL:
-        options |= NCF_DEFAULTS | {"epochs": suite.epochs}
+        options = NCF_DEFAULTS | {"epochs": suite.epochs} | options
     randomised = model in NEURAL or model == "ials"
     return options | {"num_seeds": seeds if randomised else 1} | point
 
@@ -237,7 +251,7 @@ def write_report(rows: list[dict], suite: CompareConfig, root: pathlib.Path, hea
     paper = published(suite.dataset)
     note = (f"\n'paper': {json.loads(PUBLISHED.read_text())['source']} (sampled protocol).\n"
             if paper else "\nNo published figures for this dataset.\n")  # fmt: skip
-    seeds = f"{suite.num_seeds} seed(s) for iALS / GMF / MLP / NeuMF; others deterministic"
+    seeds = f"{suite.num_seeds} seed(s) for iALS and the trained models; others deterministic"
     how = "tuned on validation" if suite.tune else "defaults"
     text = (f"# Baselines on {suite.dataset}\n\n{how}; {seeds}.\nfit s: training seconds of the "
             "reported run (sampled / full; search s: of all tried points); eval s: seconds per "

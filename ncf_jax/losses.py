@@ -24,6 +24,22 @@ def bce_with_logits(logits: jax.Array, labels: jax.Array, weights: jax.Array) ->
     return weighted_mean(optax.sigmoid_binary_cross_entropy(logits, labels), weights)
 
 
+def bpr(logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """Bayesian personalised ranking (Rendle et al., UAI 2009): -log sigmoid(s_pos - s_neg) of
+    each positive against each of its own sampled negatives.
+
+    Args:
+      logits: [..., 1 + num_neg] scores of one positive (column 0) and its negatives, as the
+        grouped batches (`batching.grouped_batches`) lay them out.
+      weights: [...] row weights (0 for padding).
+
+    Returns:
+      The weighted mean over rows of the mean over the row's negatives.
+    """
+    per_row = -jnp.mean(jax.nn.log_sigmoid(logits[..., :1] - logits[..., 1:]), axis=-1)
+    return weighted_mean(per_row, weights)
+
+
 def mse(predictions: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
     """Weighted mean squared error."""
     return weighted_mean(jnp.square(predictions - targets), weights)

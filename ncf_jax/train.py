@@ -185,9 +185,15 @@ def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learni
     return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
 
 
-def make_loss_fn(apply_fn, model_config, tables: dict | None = None) -> LossFn:
-    """Pointwise BCE on logits plus the configured L2 penalties (on the rows of `tables`,
-    `layers.table_labels(model, ...)`, and the MLP kernels)."""
+def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bce") -> LossFn:
+    """The NCF loss on logits plus the configured L2 penalties (on the rows of `tables`,
+    `layers.table_labels(model, ...)`, and the MLP kernels).
+
+    `loss`: "bce", pointwise on every sample (the paper); "bpr", pairwise on grouped batches
+    (each positive against its own negatives, `losses.bpr`: MF-BPR with `model="mf"`).
+    """
+    if loss not in ("bce", "bpr"):
+        raise ValueError(f"unknown NCF loss {loss!r}; choose bce or bpr")
 
     def loss_fn(params, batch):
         users, items, weights = batch["users"], batch["items"], batch["weights"]
@@ -200,6 +206,8 @@ def make_loss_fn(apply_fn, model_config, tables: dict | None = None) -> LossFn:
             reg_mf=model_config.reg_mf,
             reg_layers=model_config.reg_layers,
         )
+        if loss == "bpr":
+            return losses.bpr(logits, weights[..., 0]) + penalty
         return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
 
     return loss_fn

@@ -34,6 +34,7 @@ HEARTBEAT = 10  # NCF_JAX_HEARTBEAT_TIMEOUT of the jobs: a dead peer ends the ot
 NCF = ["--model=neumf", "--num_factors=4", "--layers=8,4", "--batch_size=64", "--top_k=5"]
 FULL = ["--model=gmf", "--num_factors=4", "--batch_size=64", "--top_k=5", "--eval_protocol=full"]
 RATING = ["--model=biased_mf", "--num_factors=4", "--batch_size=32", "--learning_rate=0.03"]
+CACHE = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 RTOL, ATOL = 1e-5, 1e-6  # float32 sums in another order (the gradient all-reduce), two epochs
 
 
@@ -56,6 +57,7 @@ class Job:
                 "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
                 "NCF_JAX_HEARTBEAT_TIMEOUT": str(HEARTBEAT), "NCF_JAX_SHUTDOWN_TIMEOUT": "30",
                 "NCF_JAX_INIT_TIMEOUT": "120"}  # fmt: skip
+        env |= {k: os.environ[k] for k in CACHE if k in os.environ}  # conftest's session cache
         if processes > 1:
             env |= {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
                     "JAX_NUM_PROCESSES": str(processes)}  # fmt: skip

@@ -39,13 +39,17 @@ NCF |= {"top_k": 5}
 
 
 def _ncf_cases() -> dict:
+    """Every model with the paper's shuffled batches and dense Adam; each batch layout and
+    optimiser on NeuMF (all four tables) and MF (its bias tables); the pairwise loss."""
+    variants = [(m, "shuffled", False) for m in ("gmf", "mlp", "neumf", "mf")]
+    variants += [("neumf", "shuffled", True), ("neumf", "grouped", False),
+                 ("neumf", "grouped", True), ("mf", "grouped", True)]  # fmt: skip
     cases = {}
-    for model in ("gmf", "mlp", "neumf", "mf"):
-        for layout in ("shuffled", "grouped"):
-            for lazy in (False, True):
-                name = f"ncf_{model}_{layout}" + ("_lazy" if lazy else "")
-                options = NCF | {"model": model, "batch_layout": layout, "lazy_embeddings": lazy}
-                cases[name] = ("ncf", options)
+    for model, layout, lazy in variants:
+        name = f"ncf_{model}_{layout}" + ("_lazy" if lazy else "")
+        options = NCF | {"model": model, "batch_layout": layout, "lazy_embeddings": lazy}
+        cases[name] = ("ncf", options)
+    cases["ncf_mf_bpr"] = ("ncf", NCF | {"model": "mf", "loss": "bpr", "batch_layout": "grouped"})
     pretrain = {"mf_pretrain": "@ncf_gmf_shuffled", "mlp_pretrain": "@ncf_mlp_shuffled"}
     cases["ncf_neumf_pretrained"] = ("ncf", NCF | {"model": "neumf"} | pretrain)
     cases["ncf_neumf_seeds"] = ("ncf", NCF | {"model": "neumf", "seed": 3, "num_seeds": 2})
@@ -145,11 +149,21 @@ def digest(results: dict) -> dict:
     return out
 
 
+ISA = ("sse4", "avx", "fma", "f16c", "amx", "vnni", "bf16")  # what XLA's CPU codegen may use
+
+
 def processor() -> str:
+    """The model name and the vector extensions XLA compiles for: "AMD EPYC" alone names
+    machines with and without AVX-512, whose float sums differ in the last bits."""
+    name, isa = platform.processor(), set()
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            isa = {f for f in value.split() if f.startswith(ISA) or f in ISA}
+            break
+    return f"{name} [{' '.join(sorted(isa))}]"
 
 
 def run_all(root: pathlib.Path) -> dict:

@@ -15,7 +15,8 @@ from ncf_jax.errors import UsageError
 from ncf_jax.paper import suite
 
 DATA = synthetic.planted(num_users=24, num_items=40, per_user=6, num_test_negatives=15)
-# One factor, two negatives, two depths: 4 (Table 2) + 3 (Figure 7, 1 negative) + 1 (MLP-0).
+# One factor, two negatives, two depths: 4 (Table 2) + 3 (Figure 7, 1 negative) + 1 (MLP-0)
+# + 3 baselines (MF-BPR, iALS, ItemKNN).
 GRID = paper.Grid(factors=(8,), negatives=(1, 4), hidden_layers=(0, 3), figure5_factor=8,
                   figure6_factor=8, figure7_factor=8)  # fmt: skip
 BASE = paper.PAPER_OPTIONS | {"dataset": "ncf:tiny", "epochs": 1, "num_seeds": 2, "seed": 0}
@@ -38,10 +39,15 @@ def test_identical_configurations_are_one_cell():
     assert plan["figure7"][("mlp", 4)] == plan["figure4"][("mlp", 16)]
     assert plan["tables34"][(32, 3)] == plan["figure4"][("mlp", 32)]
     assert plan["figure5"][("gmf",)] == plan["figure4"][("gmf", 8)]
+    # ItemKNN has no factors: one cell along Figure 4's x axis; iALS has one per factor.
+    assert plan["figure4"][("itemknn", 8)] == plan["figure4"][("itemknn", 64)]
+    assert plan["figure4"][("ials", 8)] != plan["figure4"][("ials", 64)]
+    assert plan["figure4"][("mf_bpr", 8)].values["loss"] == "bpr"
     cells = suite.cells_in_order(plan)
     points = sum(len(p) for p in plan.values())
-    # 4 factors x 4 models, 9 more negatives x 3 models, 4 more depths x 4 factors.
-    assert (len(cells), points) == (16 + 27 + 16, 8 + 16 + 4 + 4 + 30 + 20)
+    # 4 factors x 4 models, 4 x 2 + 1 baselines, 9 more negatives x 3 models, 4 more depths
+    # x 4 factors.
+    assert (len(cells), points) == (16 + 9 + 27 + 16, 8 + 28 + 7 + 4 + 30 + 20)
     for i, cell in enumerate(cells):  # pre-training cells come first
         assert all(cells.index(dep) < i for _, dep in cell.pretrain)
     assert len({c.name for c in cells}) == len(cells)
@@ -66,16 +72,17 @@ def test_the_whole_suite_resumes_cell_by_cell(tmp_path):
     finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").glob("*/results.json")}
     so_far = paper.reproduce(DATA, BASE, tmp_path, grid=GRID, log=lambda _: None, train=False)
     assert (
-        so_far["cells_finished"] == [2, 8] and "2 of 8 cells" in (tmp_path / "paper.md").read_text()
+        so_far["cells_finished"] == [2, 11]
+        and "2 of 11 cells" in (tmp_path / "paper.md").read_text()
     )
 
     resumed = []
     out = paper.reproduce(DATA, BASE, tmp_path, grid=GRID, log=resumed.append)
     plan = paper.plan_for(paper.EXPERIMENTS, BASE, GRID)
     cells = suite.cells_in_order(plan)
-    assert len(cells) == 8 < sum(len(p) for p in plan.values())  # shared cells trained once
+    assert len(cells) == 11 < sum(len(p) for p in plan.values())  # shared cells trained once
     trained = [line for line in resumed if line.startswith("cell ")]
-    assert len(trained) == len(cells) - 2 and trained[0].startswith("cell 3/8")
+    assert len(trained) == len(cells) - 2 and trained[0].startswith("cell 3/11")
     assert "left" in trained[-1] and "unknown" not in trained[-1]
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not retrained
 
@@ -91,6 +98,9 @@ def test_the_whole_suite_resumes_cell_by_cell(tmp_path):
     fig5 = out["experiments"]["figure5"]["rows"][0]
     hrs = [fig5[f"hr@{k}"] for k in range(1, 11)]
     assert hrs == sorted(hrs) and fig5["hr@10"] == out["experiments"]["figure4"]["rows"][0]["hr@10"]
+    fig4 = {r["model"] for r in out["experiments"]["figure4"]["rows"]}
+    assert {"mf_bpr", "ials", "itemknn"} < fig4  # the baselines beside GMF, MLP, NeuMF
+    assert fig4 == {r["model"] for r in out["experiments"]["figure5"]["rows"]}
     curve = out["experiments"]["figure6"]["rows"][0]["curve"]
     assert [c["epoch"] for c in curve] == [0, 1] and "loss" in curve[1]
 

@@ -14,6 +14,7 @@ from flax import traverse_util
 from ncf_jax import batching, interactions, losses, optim, tasks, train
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
+from ncf_jax.errors import UsageError
 from ncf_jax.models import create_model, layers
 from ncf_jax.models.layers import LOOKED_UP
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
@@ -86,6 +87,29 @@ def test_planted_signal_beats_random_ranking_widely(tmp_path):
     saved = json.loads((tmp_path / "planted" / "results.json").read_text())
     assert saved["best"] == result["best"] and len(saved["history"]) == 6
     assert (tmp_path / "planted" / "history.png").stat().st_size > 0
+
+
+def test_bpr_is_the_log_sigmoid_of_each_positive_negative_difference():
+    logits = jax.random.normal(jax.random.key(0), (5, 4))  # 5 rows: a positive, 3 negatives
+    weights = jnp.array([1.0, 1.0, 0.0, 1.0, 0.5])
+    x = np.asarray(logits, np.float64)
+    per_row = np.mean(np.log1p(np.exp(-(x[:, :1] - x[:, 1:]))), axis=1)  # -log sigmoid(d)
+    want = np.sum(per_row * np.asarray(weights)) / np.sum(np.asarray(weights))
+    np.testing.assert_allclose(losses.bpr(logits, weights), want, rtol=1e-6)
+
+
+def test_mf_bpr_learns_the_planted_signal(tmp_path):
+    mf = ModelConfig(model="mf", num_factors=8, reg_mf=0.001)
+    result = _run(tmp_path, "bpr", epochs=6, model=mf, loss="bpr", batch_layout="grouped")
+    random_hr = 5 / 51
+    assert result["init"]["hr@5"] < 2 * random_hr
+    assert result["best"]["hr@5"] > 3 * random_hr, result["best"]
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+
+
+def test_bpr_needs_grouped_batches():
+    with pytest.raises(UsageError, match="--loss=bpr .* needs --batch_layout=grouped"):
+        TrainConfig(loss="bpr")
 
 
 def test_same_seed_same_result_and_resume_is_exact(tmp_path):
@@ -247,9 +271,10 @@ def test_lazy_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
     pairs = zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True)
     if case == "regularised":
         # XLA fuses the L2 term's gradient into the row gradient differently in the two
-        # programs: the moments of a row can differ in the last bit.
+        # programs: the moments of a row can differ in the last bit, and after six Adam steps
+        # (an update of mu / sqrt(nu) amplifies it) a value near 1e-4 by a few 1e-10.
         for a, b in pairs:
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
     else:
         assert all(bool(jnp.array_equal(a, b)) for a, b in pairs)
     # The scanned epoch (one program, sums carried through the scan) learns the same, up to

@@ -22,6 +22,8 @@ import json
 from collections.abc import Callable
 
 from ncf_jax import config, tasks
+from ncf_jax.tasks.classic import IALS_SWEEPS
+from ncf_jax.tasks.ncf import BPR_OPTIONS
 
 FACTORS = (8, 16, 32, 64)
 NEGATIVES = tuple(range(1, 11))
@@ -76,6 +78,7 @@ class Model:
     figures: tuple[str, ...] = ("figure4", "figure5", "figure6", "figure7")
 
 
+BASELINE_FIGURES = ("figure4", "figure5")
 MODELS = {
     "gmf": Model("GMF", lambda f: {"model": "gmf", "num_factors": f}),
     "mlp": Model("MLP", lambda f: {"model": "mlp", "num_factors": f, "layers": tower(f)}),
@@ -90,6 +93,26 @@ MODELS = {
         "NeuMF (no pre-training)",
         lambda f: {"model": "neumf", "num_factors": f, "layers": tower(f)},
         figures=("figure4", "figure5", "figure6"),
+    ),
+    # Baselines (the paper compares eALS and BPR; ItemKNN is its neighbourhood baseline), at
+    # their default settings: MF-BPR on the same sampler and epoch (one negative per positive,
+    # as Rendle et al. train it), iALS with `factor` dimensions, ItemKNN once for every factor.
+    "mf_bpr": Model(
+        "MF-BPR",
+        lambda f: {"model": "mf", "num_factors": f, **BPR_OPTIONS},
+        figures=BASELINE_FIGURES,
+    ),
+    "ials": Model(
+        "iALS",
+        lambda f: {"model": "ials", "ials_factors": f, "epochs": IALS_SWEEPS},
+        task="classic",
+        figures=BASELINE_FIGURES,
+    ),
+    "itemknn": Model(
+        "ItemKNN",
+        lambda f: {"model": "itemknn", "epochs": 1, "num_seeds": 1},  # deterministic
+        task="classic",
+        figures=BASELINE_FIGURES,
     ),
 }
 
@@ -113,7 +136,8 @@ class Cell:
         o = self.values
         parts = [o.get("model", self.task)]
         parts += [f"f{o['num_factors']}"] if "num_factors" in o else []
-        parts += ["l" + "-".join(map(str, o["layers"]))] if o.get("model") != "gmf" else []
+        parts += [f"f{o['ials_factors']}"] if "ials_factors" in o else []
+        parts += ["l" + "-".join(map(str, o["layers"]))] if "layers" in o else []
         parts += [f"neg{o['num_neg']}"] if "num_neg" in o else []
         parts += ["pre"] if self.pretrain else []
         ident = json.dumps([self.task, self.options, [(k, c.name) for k, c in self.pretrain]])

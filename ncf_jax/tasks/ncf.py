@@ -44,6 +44,8 @@ from ncf_jax.models import create_model, layers, load_pretrained, scoring
 from ncf_jax.reporting import describe_run
 
 BATCH_LAYOUTS = ("shuffled", "grouped")
+# MF-BPR with --model=mf: the pairwise loss, one sampled negative per positive (Rendle et al.).
+BPR_OPTIONS = {"loss": "bpr", "batch_layout": "grouped", "num_neg": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,13 @@ class NCFTrainConfig(TrainConfig):
         "Optimiser after pre-training: sgd (paper) or same (= --learner, authors' README).",
         choices=(*LEARNERS, "same"),
     )
+    loss: str = option(
+        "bce",
+        "bce: pointwise log loss on every sample (paper); bpr: pairwise, each positive against "
+        "its own negatives (Rendle et al. 2009; needs --batch_layout=grouped; MF-BPR with "
+        "--model=mf).",
+        choices=("bce", "bpr"),
+    )
     lazy_embeddings: bool = lazy_option()
     batch_layout: str = option(
         "shuffled",
@@ -148,6 +157,11 @@ class NCFTrainConfig(TrainConfig):
     def __post_init__(self):
         validate(self)
         require_adam_for_lazy(self)
+        require(
+            self.loss == "bce" or self.batch_layout == "grouped",
+            "--loss=bpr ranks each positive against its own negatives: it needs "
+            "--batch_layout=grouped",
+        )
         require(
             self.batch_layout == "shuffled" or self.batch_size >= 1 + self.num_neg,
             f"--batch_layout=grouped needs --batch_size >= 1 + --num_neg = {1 + self.num_neg}",
@@ -231,7 +245,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
     )
     train_epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, model_config, tables),
+        train.make_loss_fn(apply_fn, model_config, tables, loss=c.loss),
         tx,
         sharding.data_parallel_batches(make_batches, mesh),
         lazy=c.lazy_embeddings,
