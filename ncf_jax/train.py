@@ -185,6 +185,9 @@ def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learni
     return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
 
 
+LOSSES = ("bce", "bpr")  # make_loss_fn's `loss`
+
+
 def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bce") -> LossFn:
     """The NCF loss on logits plus the configured L2 penalties (on the rows of `tables`,
     `layers.table_labels(model, ...)`, and the MLP kernels).
@@ -192,8 +195,8 @@ def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bc
     `loss`: "bce", pointwise on every sample (the paper); "bpr", pairwise on grouped batches
     (each positive against its own negatives, `losses.bpr`: MF-BPR with `model="mf"`).
     """
-    if loss not in ("bce", "bpr"):
-        raise ValueError(f"unknown NCF loss {loss!r}; choose bce or bpr")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown NCF loss {loss!r}; choose from {LOSSES}")
 
     def loss_fn(params, batch):
         users, items, weights = batch["users"], batch["items"], batch["weights"]

@@ -2,13 +2,15 @@
 
 import os
 import pathlib
+import shutil
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One compilation cache for the session, inherited by the scripts the tests start: the same tiny
 # programs compile once. A compiled program is the same program, so results do not change.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="ncf_jax_xla_"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller's; workers inherit it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = OWN_CACHE = tempfile.mkdtemp(prefix="ncf_jax_xla_")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
@@ -30,3 +32,9 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("ncf_jax_cache")
     monkeypatch.setenv("NCF_JAX_DATA", str(root))
     return root
+
+
+def pytest_sessionfinish(session):
+    """The session's compilation cache goes when the session (not a worker) ends."""
+    if not hasattr(session.config, "workerinput") and "OWN_CACHE" in globals():
+        shutil.rmtree(OWN_CACHE, ignore_errors=True)

@@ -123,7 +123,7 @@ class NCFTrainConfig(TrainConfig):
         "bce: pointwise log loss on every sample (paper); bpr: pairwise, each positive against "
         "its own negatives (Rendle et al. 2009; needs --batch_layout=grouped; MF-BPR with "
         "--model=mf).",
-        choices=("bce", "bpr"),
+        choices=train.LOSSES,
     )
     lazy_embeddings: bool = lazy_option()
     batch_layout: str = option(
