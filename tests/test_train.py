@@ -201,7 +201,8 @@ def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(
 
 def _reference_lazy_step(state, batch, *, loss_fn, tx, learning_rate, tables):
     """Row-sparse Adam as it was before the gradient-sum buffers (git 365f9e2): duplicate ids
-    summed by a sort and a segment sum, then `optim.lazy_adam_rows`."""
+    summed by a sort and a segment sum, then `optim.lazy_adam_rows` (the dense parameters as
+    the library updates them, `train.dense_tx`: tested against per-leaf optax below)."""
     labels = tables
     tables, dense = train.split_tables(state.params, labels)
     ids = {path: batch[labels[path].ids] for path in tables}
@@ -212,7 +213,7 @@ def _reference_lazy_step(state, batch, *, loss_fn, tx, learning_rate, tables):
         return loss_fn(dense | traverse_util.unflatten_dict(looked_up), batch)
 
     loss, (g_dense, g_rows) = jax.value_and_grad(loss_of, argnums=(0, 1))(dense, rows)
-    updates, opt_state = tx.update(g_dense, state.opt_state, dense)
+    updates, opt_state = train.dense_tx(tx).update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
     new_tables, moments = {}, {}
     for path, table in tables.items():
@@ -288,6 +289,33 @@ def test_lazy_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
     state, _ = epoch(start, None, jax.random.key(0))
     for a, b in zip(jax.tree.leaves(want.params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("learner", ["adam", "sgd"])
+def test_dense_tx_is_the_per_leaf_optimiser_on_one_flat_vector(learner):
+    """Row-sparse Adam updates the dense parameters as one vector (`train.dense_tx`): the same
+    numbers as optax leaf by leaf, up to the last bits (XLA evaluates Adam's bias correction
+    inside each vectorised loop, and an element's lane position decides its rounding), and one
+    state array per moment. A tree with no leaves (MF) keeps the optimiser as it is."""
+    key = jax.random.key(0)
+    params = {"a": {"kernel": jnp.ones((8, 4)), "bias": jnp.zeros(4)}, "b": jnp.ones((3,))}
+    tx = optim.make_optimizer(learner, 0.01)
+    flat, leaf = train.dense_tx(tx), tx
+    flat_state, leaf_state = flat.init(params), leaf.init(params)
+    assert all(x.ndim <= 1 for x in jax.tree.leaves(flat_state))
+    assert len(jax.tree.leaves(flat_state)) <= 3  # count, mu, nu: not one per leaf
+    p_flat = p_leaf = params
+    for step in range(5):
+        grads = jax.tree.map(
+            lambda x, s=step: jax.random.normal(jax.random.fold_in(key, s), x.shape), params
+        )
+        u_flat, flat_state = flat.update(grads, flat_state, p_flat)
+        u_leaf, leaf_state = leaf.update(grads, leaf_state, p_leaf)
+        p_flat, p_leaf = optax.apply_updates(p_flat, u_flat), optax.apply_updates(p_leaf, u_leaf)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0), p_flat, p_leaf)
+    moved = jax.tree.map(lambda a, b: bool(jnp.all(a != b)), p_flat, params)
+    assert all(jax.tree.leaves(moved))
+    assert train.dense_tx(tx).init({}) == tx.init({})
 
 
 def test_row_sgd_floor_is_sgd_on_the_looked_up_rows():
