@@ -27,7 +27,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app, flags, logging
 
 from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
 from ncf_jax import batching, evaluate, interactions, optim, train
@@ -104,14 +104,20 @@ def bench_group(data, name: str, adams, *, reps: int, **kwargs) -> list[dict]:
     rep (so all see the same machine), each case's median divided by the floor's."""
     adams = ["floor"] + [a for a in adams if a != "floor"]
     cases = {adam: prepare(data, name, adam, **kwargs) for adam in adams}
-    for run_epoch, _ in cases.values():  # compile, untimed
+    for adam, (run_epoch, _) in cases.items():  # compile, untimed
+        start = time.perf_counter()
         jax.block_until_ready(run_epoch())
+        logging.info(
+            "%s %s: compile and first epoch %.1f s", name, adam, time.perf_counter() - start
+        )
     times = {adam: [] for adam in adams}
-    for _ in range(reps):
+    for rep in range(reps):
         for adam, (run_epoch, _) in cases.items():
             start = time.perf_counter()
             jax.block_until_ready(run_epoch())
             times[adam].append(time.perf_counter() - start)
+            # Each epoch as it ends: a long run stopped early still leaves its times behind.
+            logging.info("%s %s: epoch %d of %d %.4f s", name, adam, rep + 1, reps, times[adam][-1])
     floor = statistics.median(times["floor"])
     samples = len(data.train_users) * (1 + kwargs["num_neg"])
     rows = []
