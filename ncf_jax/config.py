@@ -84,11 +84,15 @@ def require_validation_for(select_epoch: str, has_validation: bool) -> None:
     )
 
 
-def require_adam_for_lazy(train_config) -> None:
-    """Row-sparse ("lazy") embeddings are an Adam: refuse them with another learner."""
+ROW_SPARSE_LEARNERS = ("adam", "sgd")  # `train.ROW_LEARNERS`, which this module cannot import
+
+
+def require_row_sparse_learner(lazy: bool, learner: str, flag: str = "--learner") -> None:
+    """Row-sparse ("lazy") embeddings are LazyAdam or SGD: refuse them with another learner."""
     require(
-        not (train_config.lazy_embeddings and train_config.learner != "adam"),
-        "--lazy_embeddings is a row-sparse Adam: use it with --learner=adam",
+        not lazy or learner in ROW_SPARSE_LEARNERS,
+        f"--lazy_embeddings updates tables by row-sparse Adam or SGD, not {flag}={learner}: "
+        "use --learner=adam or --learner=sgd",
     )
 
 
@@ -199,7 +203,9 @@ def negatives_exclude():
 
 def lazy_embeddings():
     return option(
-        False, "Row-sparse Adam for embedding tables (faster on CPU; dense is paper-faithful)."
+        False,
+        "Update only the embedding rows a batch looks up: LazyAdam with --learner=adam "
+        "(stale moments elsewhere; dense Adam is paper-faithful), exactly SGD with --learner=sgd.",
     )
 
 

@@ -47,17 +47,32 @@ def merge_tables(tables: dict, dense) -> dict:
     return traverse_util.unflatten_dict({**traverse_util.flatten_dict(dense), **tables})
 
 
+ROW_LEARNERS = ("adam", "sgd")  # the learners `lazy` (row-sparse) tables support
+
+
 def create_train_state(
-    params, tx: optax.GradientTransformation, *, lazy: bool, tables: dict | None = None
+    params,
+    tx: optax.GradientTransformation,
+    *,
+    lazy: bool,
+    tables: dict | None = None,
+    row_learner: str = "adam",
 ) -> TrainState:
-    """The state before the first step; row-sparse (`lazy`) Adam keeps the moments of each of
-    `tables` ({path: Table}, `layers.table_labels`) apart from the dense parameters'."""
+    """The state before the first step. Row-sparse (`lazy`) training updates the rows of
+    `tables` ({path: Table}, `layers.table_labels`) by `row_learner` apart from the dense
+    parameters (`tx`, on one flat vector: `dense_tx`); Adam keeps each table's moments."""
     if lazy:
         if not tables:
-            raise ValueError("row-sparse Adam needs tables=layers.table_labels(model, ...)")
+            raise ValueError("row-sparse training needs tables=layers.table_labels(model, ...)")
+        if row_learner not in ROW_LEARNERS:
+            raise ValueError(f"row-sparse tables take {ROW_LEARNERS}, not {row_learner!r}")
         tables, dense = split_tables(params, tables)
         opt_state = dense_tx(tx).init(dense)
-        moments = {"/".join(k): optim.init_row_moments(v) for k, v in tables.items()}
+        moments = (
+            {"/".join(k): optim.init_row_moments(v) for k, v in tables.items()}
+            if row_learner == "adam"
+            else {}
+        )
     else:
         opt_state, moments = tx.init(params), {}
     step, epoch = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)  # distinct buffers
@@ -195,13 +210,34 @@ def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learni
         state, batch, loss_fn, tables
     )
     dense = jax.tree.map(lambda p, g: p - learning_rate * g, dense, g_dense)
-    new_tables = {
+    new_tables = _sgd_tables(tables, ids_of, g_rows, learning_rate)
+    return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
+
+
+def lazy_sgd_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate,
+                  tables):  # fmt: skip
+    """(state, loss): `--learner=sgd` with row-sparse tables. SGD gives a row outside the batch
+    a zero update, so this is dense SGD (`dense_step` with optax.sgd) without its table-sized
+    zero gradients: the same numbers except where an id repeats in a batch, whose gradients
+    are added to the row one by one instead of summed first (float rounding only)."""
+    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
+        state, batch, loss_fn, tables
+    )
+    updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, dense)
+    dense = optax.apply_updates(dense, updates)
+    lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
+    params = merge_tables(_sgd_tables(tables, ids_of, g_rows, lr), dense)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
+
+
+def _sgd_tables(tables: dict, ids_of, g_rows: dict, learning_rate) -> dict:
+    """Each table with `-learning_rate *` its row gradients scatter-added at the batch's ids."""
+    return {
         path: table.at[ids_of(path).reshape(-1)].add(
             -learning_rate * g_rows[path].reshape(-1, table.shape[-1]), mode="drop"
         )
         for path, table in tables.items()
     }
-    return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
 
 
 LOSSES = ("bce", "bpr")  # make_loss_fn's `loss`
@@ -243,15 +279,22 @@ def make_train_epoch(
     lazy: bool = False,
     learning_rate=None,
     tables: dict | None = None,
+    row_learner: str = "adam",
 ):
     """A jitted `train_epoch(state, data, key) -> (state, mean_loss)`; `state` is donated.
-    Row-sparse (`lazy`) Adam updates the rows of `tables` (`layers.table_labels`) that a batch
-    looks up.
+    Row-sparse (`lazy`) training updates only the rows of `tables` (`layers.table_labels`)
+    that a batch looks up, by `row_learner` ("adam": `lazy_update`; "sgd": `lazy_sgd_step`),
+    and the state must come from `create_train_state` with the same `row_learner`.
 
     `make_batches(key, data)` builds the epoch's `[steps, batch, ...]` arrays on device (e.g.
     `functools.partial(batching.epoch_batches, num_neg=4, batch_size=256)`); the epoch's key
     is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
     """
+    if lazy and row_learner == "sgd":
+        step_fn = _without_sums(functools.partial(
+            lazy_sgd_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
+        ))  # fmt: skip
+        return _scanned_epoch(step_fn, make_batches, lazy=False)
     if lazy:
         step_fn = functools.partial(
             lazy_update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables

@@ -136,6 +136,31 @@ def test_biased_mf_learns_a_planted_low_rank_matrix(tmp_path):
     assert saved["best"] == results["best"] and saved["best_epoch"] >= 6
 
 
+def test_row_sparse_sgd_trains_biased_mf_as_dense_sgd(tmp_path):
+    """BiasedMF by SGD with `--lazy_embeddings` (what a Netflix-sized table needs) learns what
+    dense SGD learns: the same RMSE every epoch up to float rounding of repeated ids."""
+    data = _planted()
+    history = {}
+    for lazy in (False, True):
+        configs = tasks.configs(
+            rating,
+            model=ModelConfig(model="biased_mf", num_factors=4, reg_mf=0.01),
+            train=TrainConfig(
+                epochs=6,
+                batch_size=32,
+                learner="sgd",
+                learning_rate=0.5,
+                lr_schedule="cosine",
+                lazy_embeddings=lazy,
+            ),
+            eval=EvalConfig(),
+        )
+        results = tasks.train_and_evaluate(rating, data, configs, tmp_path / str(lazy))
+        history[lazy] = [entry["rmse"] for entry in results["history"]]
+    np.testing.assert_allclose(history[True], history[False], rtol=1e-4)
+    assert history[True][-1] < 0.75 * history[True][0], history[True]  # it learns
+
+
 def test_ratings_outside_y_range_name_column_and_rows(tmp_path):
     data = _planted()
     ratings = data.train_ratings.copy()

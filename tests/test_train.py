@@ -199,6 +199,51 @@ def test_lazy_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(
     assert not np.array_equal(before[0], after[0])
 
 
+@pytest.mark.parametrize("case", sorted(LAZY_CASES))
+def test_row_sparse_sgd_is_dense_sgd_without_the_zero_rows(case):
+    """`--lazy_embeddings --learner=sgd` against optax's dense SGD over whole tables, three
+    steps with a learning-rate schedule: equal up to the rounding of repeated ids' sums; rows
+    outside every batch bitwise unchanged; no Adam moments kept."""
+    config, users, items = LAZY_CASES[case]
+    model = create_model(config, 10, 12)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    tables = _tables(model)
+    loss_fn = train.make_loss_fn(model.apply, config, tables)
+    schedule = optax.linear_schedule(0.5, 0.1, 3)
+    tx = optim.make_optimizer("sgd", schedule)
+    labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
+    batch = {"users": users, "items": items, "labels": labels, "weights": jnp.ones(items.shape)}
+    dense = train.create_train_state(params, tx, lazy=False)
+    lazy = train.create_train_state(params, tx, lazy=True, tables=tables, row_learner="sgd")
+    assert lazy.table_moments == {}
+    dense_step = jax.jit(functools.partial(train.dense_step, loss_fn=loss_fn, tx=tx))
+    lazy_step = jax.jit(functools.partial(
+        train.lazy_sgd_step, loss_fn=loss_fn, tx=tx, learning_rate=schedule, tables=tables
+    ))  # fmt: skip
+    for _ in range(3):
+        (dense, dense_loss), (lazy, lazy_loss) = dense_step(dense, batch), lazy_step(lazy, batch)
+        np.testing.assert_allclose(lazy_loss, dense_loss, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+        dense.params,
+        lazy.params,
+    )
+    user_table = lazy.params["params"]["mf_user"]["embedding"]
+    untouched = np.setdiff1d(np.arange(10), np.asarray(users))
+    start = params["params"]["mf_user"]["embedding"]
+    np.testing.assert_array_equal(user_table[untouched], start[untouched])
+    assert not np.allclose(user_table[1], start[1])
+
+
+def test_row_sparse_training_refuses_other_learners():
+    with pytest.raises(UsageError, match="row-sparse Adam or SGD, not --learner=adagrad"):
+        TrainConfig(lazy_embeddings=True, learner="adagrad")
+    TrainConfig(lazy_embeddings=True, learner="sgd")  # accepted
+    with pytest.raises(ValueError, match="row-sparse tables take"):
+        train.create_train_state({}, optax.sgd(0.1), lazy=True, tables={("a",): None},
+                                 row_learner="adagrad")  # fmt: skip
+
+
 def _reference_lazy_step(state, batch, *, loss_fn, tx, learning_rate, tables):
     """Row-sparse Adam as it was before the gradient-sum buffers (git 365f9e2): duplicate ids
     summed by a sort and a segment sum, then `optim.lazy_adam_rows` (the dense parameters as

@@ -27,7 +27,7 @@ from ncf_jax.config import (
     reg_layers,
     reg_mf,
     require,
-    require_adam_for_lazy,
+    require_row_sparse_learner,
     require_validation_for,
     resume_options,
     validate,
@@ -156,7 +156,7 @@ class NCFTrainConfig(TrainConfig):
 
     def __post_init__(self):
         validate(self)
-        require_adam_for_lazy(self)
+        require_row_sparse_learner(self.lazy_embeddings, self.learner)
         require(
             self.loss == "bce" or self.batch_layout == "grouped",
             "--loss=bpr ranks each positive against its own negatives: it needs "
@@ -172,7 +172,7 @@ class NCFTrainConfig(TrainConfig):
         )
         default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
         require(
-            not (self.lazy_embeddings and not default_adam),
+            not (self.lazy_embeddings and self.learner == "adam" and not default_adam),
             "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
         )
 
@@ -231,12 +231,17 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     model = create_model(model_config, rows(data.num_users), rows(data.num_items))
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     learner = learner_for(model_config, c)
+    require_row_sparse_learner(c.lazy_embeddings, learner, "--pretrain_learner")
     learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
     tx = optim.make_optimizer(learner, learning_rate, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps)
     dummy = jnp.zeros((1,), jnp.int32)
     tables = layers.table_labels(model, dummy, dummy)
     make_state = lambda key: train.create_train_state(
-        init_params(model, model_config, key), tx, lazy=c.lazy_embeddings, tables=tables
+        init_params(model, model_config, key),
+        tx,
+        lazy=c.lazy_embeddings,
+        tables=tables,
+        row_learner=learner,
     )
 
     # Data on device, the epoch, the evaluator.
@@ -251,6 +256,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         lazy=c.lazy_embeddings,
         learning_rate=learning_rate,
         tables=tables,
+        row_learner=learner,
     )
     score_fn, score_all_fn = scoring.score_fns(model, data.num_items, apply_fn)
     evaluators = evaluate.make_ranking_evaluators(score_fn, score_all_fn, data, eval_config)

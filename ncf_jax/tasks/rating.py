@@ -24,7 +24,7 @@ from ncf_jax.config import (
     dtype,
     option,
     require,
-    require_adam_for_lazy,
+    require_row_sparse_learner,
     require_validation_for,
     resume_options,
     select_epoch,
@@ -91,7 +91,7 @@ class RatingTrainConfig(TrainConfig):
 
     def __post_init__(self):
         validate(self)
-        require_adam_for_lazy(self)
+        require_row_sparse_learner(self.lazy_embeddings, self.learner)
         require(
             not (self.lazy_embeddings and self.weight_decay),
             "--weight_decay does not reach row-sparse tables: use --reg_mf without "
@@ -237,7 +237,9 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     lazy = train_config.lazy_embeddings
     tables = layers.table_labels(model, dummy, dummy)
     params = jax.jit(model.init)(init_key, dummy, dummy)
-    state = train.create_train_state(params, tx, lazy=lazy, tables=tables)
+    state = train.create_train_state(
+        params, tx, lazy=lazy, tables=tables, row_learner=train_config.learner
+    )
 
     # Data on device, the epoch, the evaluators.
     rows = jax.device_put(
@@ -247,7 +249,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     train_epoch = train.make_train_epoch(
         make_loss_fn(apply_fn, model_config, tables), tx,
         sharding.data_parallel_batches(make_batches, mesh), lazy=lazy,
-        learning_rate=learning_rate, tables=tables,
+        learning_rate=learning_rate, tables=tables, row_learner=train_config.learner,
     )  # fmt: skip
     train_epoch, state, rows = sharding.shard_train_epoch(train_epoch, state, rows, mesh)
     splits = ("test", "valid") if data.has_validation else ("test",)
