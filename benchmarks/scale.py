@@ -9,11 +9,12 @@ then each stage runs as its own process through the command-line scripts (or the
 functions), so its peak resident memory is its own: a small Python parent waits for the stage
 and reads `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`. Stages: generate; parse (the reader
 alone); prepare + cache of `netflix-probe` (ratings) and of `netflix` leave-one-out (ranking);
-the cached load; one BiasedMF epoch (row-sparse Adam) with its probe RMSE; one NCF epoch
-(row-sparse Adam, sampled evaluation); one GMF epoch then full-catalogue ranking of every user;
-`recommend` for one user from the saved GMF run. Epoch and evaluation seconds are the drivers'
-own (`results.json` history: train_seconds includes the epoch's compilation). One JSON line per
-stage, then a markdown table (also written to --out with the environment).
+the cached load; one BiasedMF epoch (row-sparse SGD, or LazyAdam: --rating_learner) with its
+probe RMSE; one NCF epoch (row-sparse Adam, sampled evaluation); one GMF epoch then
+full-catalogue ranking of every user; `recommend` for one user from the saved GMF run. Epoch
+and evaluation seconds are the drivers' own (`results.json` history: train_seconds includes the
+epoch's compilation). One JSON line per stage, then a markdown table (also written to --out with
+the environment).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ flags.DEFINE_enum("shape", "netflix", ["netflix", "ml-20m"], "Dataset shape to s
 flags.DEFINE_string("workdir", "/tmp/ncf_jax_scale", "Synthetic files, caches and runs.")
 flags.DEFINE_string("out", "benchmarks/results/scale_cpu.md", "Markdown report ('' = none).")
 flags.DEFINE_integer("rating_batch", 1 << 16, "BiasedMF batch size.")
+flags.DEFINE_enum(
+    "rating_learner", "sgd", ["sgd", "adam"],
+    "BiasedMF's learner, row-sparse either way: sgd (as Surprise's SVD trains it) or LazyAdam.",
+)  # fmt: skip
+flags.DEFINE_float("rating_lr", None, "BiasedMF's learning rate (default: RATING_LR[learner]).")
 flags.DEFINE_integer("ncf_batch", 1 << 14, "NCF (NeuMF, GMF) batch size.")
 flags.DEFINE_integer("ncf_num_neg", 1, "Negatives per positive in the NCF epochs.")
 flags.DEFINE_list("stages", [], "Run only these stages (default: all, in order).")
@@ -102,6 +108,10 @@ def _script(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# BiasedMF's default learning rates, by learner (batch-mean MSE, batch 65,536, cosine decay).
+RATING_LR = {"adam": 0.005, "sgd": 0.005}
+
+
 def stages(work: pathlib.Path) -> dict:
     """name -> (command, post(row) adding derived numbers)."""
     data, py = str(work), sys.executable
@@ -112,7 +122,8 @@ def stages(work: pathlib.Path) -> dict:
     ncf += ["--lazy_embeddings", "--learning_rate=0.001"]
     rating = ["--model=biased_mf", "--num_factors=32", "--reg_mf=0.1", "--lr_schedule=cosine"]
     rating += [f"--batch_size={FLAGS.rating_batch}", "--epochs=1", "--lazy_embeddings"]
-    rating += ["--learning_rate=0.005"]
+    lr = FLAGS.rating_lr if FLAGS.rating_lr is not None else RATING_LR[FLAGS.rating_learner]
+    rating += [f"--learner={FLAGS.rating_learner}", f"--learning_rate={lr}"]
     runs = {n: work / "runs" / n for n in ("biased_mf", "neumf", "gmf")}
     return {
         "parse": ([py, "-c", _PARSE, folder], _rate("rows", "seconds")),

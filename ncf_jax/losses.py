@@ -20,7 +20,9 @@ def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
 
 
 def bce_with_logits(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    """Weighted mean binary cross-entropy of `[batch]` logits against 0/1 labels."""
+    """Weighted mean binary cross-entropy of `[batch]` logits against 0/1 labels (bool or
+    float: the epoch builders keep them as bool)."""
+    labels = labels.astype(logits.dtype)
     return weighted_mean(optax.sigmoid_binary_cross_entropy(logits, labels), weights)
 
 
