@@ -38,7 +38,8 @@ def _cell_table(workdir, plan: dict, results: dict) -> list[dict]:
     used = {}
     for name, points in plan.items():
         for cell in points.values():
-            used.setdefault(cell, []).append(name)
+            if name not in used.setdefault(cell, []):  # ItemKNN is every factor's point
+                used[cell].append(name)
     rows = []
     for cell in suite.cells_in_order(plan):
         if cell.name not in results:
