@@ -16,6 +16,7 @@ from ncf_jax.models.layers import LOOKED_UP
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
     """sum(w * v) / sum(w); 0 when every weight is 0 (a fully padded batch)."""
+    weights = weights.astype(values.dtype)  # bool padding masks count as 0 / 1
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
 
 

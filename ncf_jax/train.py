@@ -326,7 +326,7 @@ def _scanned_epoch(step_fn, make_batches, *, lazy: bool):
 
     def body(carry, batch):
         state, sums, loss = step_fn(*carry, batch)
-        weight = jnp.sum(batch["weights"])
+        weight = jnp.sum(batch["weights"], dtype=jnp.float32)  # bool or float weights
         return (state, sums), (loss * weight, weight)
 
     @xla.jit(donate_argnums=0)
