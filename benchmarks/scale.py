@@ -125,16 +125,14 @@ def stages(work: pathlib.Path) -> dict:
         "load_probe": ([py, "-c", _LOAD, "netflix-probe", data, "0"], None),
         "prepare_loo": (_script("experiments.prepare", *loo, "--json"), None),
         "load_loo": ([py, "-c", _LOAD, "netflix", data, "99"], None),
-        "biased_mf_epoch": (
-            _script("experiments.rating", *probe, *rating, "--learner=adam",
-                    f"--learning_rate={RATING_LR['adam']}", f"--workdir={runs['biased_mf']}"),
-            _epoch(runs["biased_mf"], "rmse"),
-        ),
-        "biased_mf_sgd_epoch": (
-            _script("experiments.rating", *probe, *rating, "--learner=sgd",
-                    f"--learning_rate={RATING_LR['sgd']}", f"--workdir={runs['biased_mf_sgd']}"),
-            _epoch(runs["biased_mf_sgd"], "rmse"),
-        ),
+        **{
+            f"{run}_epoch": (
+                _script("experiments.rating", *probe, *rating, f"--learner={learner}",
+                        f"--learning_rate={RATING_LR[learner]}", f"--workdir={runs[run]}"),
+                _epoch(runs[run], "rmse"),
+            )
+            for run, learner in (("biased_mf", "adam"), ("biased_mf_sgd", "sgd"))
+        },
         "neumf_epoch": (
             _script("experiments.neumf", *loo, *ncf, f"--workdir={runs['neumf']}"),
             _epoch(runs["neumf"], "hr"),

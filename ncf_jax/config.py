@@ -84,7 +84,7 @@ def require_validation_for(select_epoch: str, has_validation: bool) -> None:
     )
 
 
-ROW_SPARSE_LEARNERS = ("adam", "sgd")  # `train.ROW_LEARNERS`, which this module cannot import
+ROW_SPARSE_LEARNERS = ("adam", "sgd")  # the learners row-sparse tables support (`ncf_jax.train`)
 
 
 def require_row_sparse_learner(lazy: bool, learner: str, flag: str = "--learner") -> None:

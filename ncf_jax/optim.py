@@ -126,11 +126,16 @@ def lazy_adam_rows(
     )
 
 
+def rate_at(learning_rate, count):
+    """The learning rate at update `count`: a float as it is, an optax schedule evaluated."""
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
 def adam_rows(rows, mu, nu, grads, count, learning_rate) -> tuple:
     """(rows, mu, nu) after one Adam step of rows with moments mu, nu and gradients grads
     (all [r, dim]); count: int32 updates done before this one; learning_rate: scalar or
     optax schedule of `count`. The arithmetic every row-sparse Adam path shares."""
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    lr = rate_at(learning_rate, count)
     t = (count + 1).astype(jnp.float32)
     mu = B1 * mu + (1 - B1) * grads
     nu = B2 * nu + (1 - B2) * jnp.square(grads)

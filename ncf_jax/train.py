@@ -18,6 +18,7 @@ from flax import struct, traverse_util
 
 from ncf_jax import losses, optim, xla
 from ncf_jax.batching import Batches
+from ncf_jax.config import ROW_SPARSE_LEARNERS
 from ncf_jax.models.layers import LOOKED_UP
 
 
@@ -47,9 +48,6 @@ def merge_tables(tables: dict, dense) -> dict:
     return traverse_util.unflatten_dict({**traverse_util.flatten_dict(dense), **tables})
 
 
-ROW_LEARNERS = ("adam", "sgd")  # the learners `lazy` (row-sparse) tables support
-
-
 def create_train_state(
     params,
     tx: optax.GradientTransformation,
@@ -64,8 +62,8 @@ def create_train_state(
     if lazy:
         if not tables:
             raise ValueError("row-sparse training needs tables=layers.table_labels(model, ...)")
-        if row_learner not in ROW_LEARNERS:
-            raise ValueError(f"row-sparse tables take {ROW_LEARNERS}, not {row_learner!r}")
+        if row_learner not in ROW_SPARSE_LEARNERS:
+            raise ValueError(f"row-sparse tables take {ROW_SPARSE_LEARNERS}, not {row_learner!r}")
         tables, dense = split_tables(params, tables)
         opt_state = dense_tx(tx).init(dense)
         moments = (
@@ -225,7 +223,7 @@ def lazy_sgd_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, lea
     )
     updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, dense)
     dense = optax.apply_updates(dense, updates)
-    lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
+    lr = optim.rate_at(learning_rate, state.step)
     params = merge_tables(_sgd_tables(tables, ids_of, g_rows, lr), dense)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
 
@@ -290,7 +288,7 @@ def make_train_epoch(
     `functools.partial(batching.epoch_batches, num_neg=4, batch_size=256)`); the epoch's key
     is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
     """
-    if lazy and row_learner == "sgd":
+    if lazy and row_learner == "sgd":  # scatter-adds sum repeated ids: no gradient-sum buffers
         step_fn = _without_sums(functools.partial(
             lazy_sgd_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
         ))  # fmt: skip

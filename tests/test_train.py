@@ -528,3 +528,13 @@ def test_tables_are_found_by_structure_not_by_name():
     rows = jax.sharding.PartitionSpec("model", None)
     assert specs.params["params"]["alpha"]["embedding"].spec == rows
     assert specs.table_moments["params/beta/embedding"].mu.spec == rows
+
+
+def test_row_sparse_training_refuses_other_learners_after_pre_training(tmp_path):
+    """NeuMF continues after pre-training with --pretrain_learner: that one must be row-sparse."""
+    parts = {"mf_pretrain": str(tmp_path / "gmf"), "mlp_pretrain": str(tmp_path / "mlp")}
+    model = ModelConfig(model="neumf", num_factors=4, layers=(8, 4), **parts)
+    train_config = TrainConfig(lazy_embeddings=True, pretrain_learner="adagrad")
+    configs = tasks.configs(tasks.ncf, model=model, train=train_config, eval=EvalConfig())
+    with pytest.raises(UsageError, match="not --pretrain_learner=adagrad"):
+        tasks.ncf.build(DATA, configs)
