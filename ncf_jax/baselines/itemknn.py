@@ -17,6 +17,8 @@ shrink {0, 10, 50, 100, 200, 500, 1000} x weighting {none, tfidf, bm25}.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -56,10 +58,15 @@ def fit(
     user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     item_w, user_w = _matrix.feature_weights(item_counts, user_counts, weighting)
     g = _matrix.gram(x, jnp.asarray(user_w) ** 2, chunk_size=chunk_size)
-    g = g * jnp.asarray(item_w)[:, None] * jnp.asarray(item_w)[None, :]
+    return {"x": x, "w": _weights(g, jnp.asarray(item_w), jnp.float32(shrink), k=k)}
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def _weights(g, item_w, shrink, *, k: int):
+    """W from the (user-weighted) Gram: item weights, cosine, top-k, in one program."""
+    g = g * item_w[:, None] * item_w[None, :]
     # S is symmetric: row j of the row-pruned S holds target j's neighbours, so W = that^T.
-    w = _matrix.keep_topk_rows(cosine_from_gram(g, shrink), k=k).T
-    return {"x": x, "w": w}
+    return _matrix.keep_topk_rows(cosine_from_gram(g, shrink), k=k).T
 
 
 @jax.jit

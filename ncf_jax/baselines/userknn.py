@@ -8,8 +8,8 @@ with x_u the user's (optionally TF-IDF / BM25 weighted, users as documents) row 
 Memory: X int8 [num_users, num_items], neighbours [num_users, k] int32 + float32. `fit`
 computes one [chunk, num_users] block of similarities at a time, so the user-user matrix is
 never stored (ML-20M: 138k^2 would be 77 GB); its cost is num_users^2 * num_items multiply-adds
-(ML-1M: 135 G, seconds; ML-20M: 5e14, hours on CPU). `score` gathers the k neighbour rows:
-[len(users), k, num_items] bytes, so keep evaluation chunks small (e.g. 64 users).
+(ML-1M: 135 G, seconds; ML-20M: 5e14, hours on CPU). `score` adds the k neighbour rows one
+at a time ([len(users), num_items] float32 a step).
 
 Hyperparameters: defaults k 100, shrink 10, no weighting; grid as `itemknn` (Dacrema et al.
 search the same space for both).
@@ -77,6 +77,16 @@ def fit(
 
 @jax.jit
 def score(params: dict, users: jax.Array) -> jax.Array:
-    """[len(users)] int32 -> [len(users), num_items] float32: sum_v s_uv X[v]."""
-    rows = params["x"][params["neighbours"][users]].astype(jnp.float32)  # [c, k, I]
-    return jnp.einsum("ck,cki->ci", params["weights"][users], rows)
+    """[len(users)] int32 -> [len(users), num_items] float32: sum_v s_uv X[v].
+
+    One neighbour at a time (a [len(users), num_items] row gather and a multiply-add each),
+    in neighbour order: all ML-1M-shaped users in 0.55 s against 1.4 s for one einsum over a
+    gathered [len(users), k, num_items] block (2-core Xeon).
+    """
+    neighbours, weights = params["neighbours"][users], params["weights"][users]
+
+    def add(m, acc):
+        return acc + weights[:, m, None] * params["x"][neighbours[:, m]].astype(jnp.float32)
+
+    zeros = jnp.zeros((users.shape[0], params["x"].shape[1]), jnp.float32)
+    return jax.lax.fori_loop(0, neighbours.shape[1], add, zeros)
