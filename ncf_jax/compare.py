@@ -27,7 +27,7 @@ import pathlib
 
 import numpy as np
 
-from ncf_jax import baselines, reporting
+from ncf_jax import baselines, reporting, xla
 from ncf_jax.config import at_least, option, require, resume_options, strings
 from ncf_jax.tasks import TASKS, configs_from_options, train_and_evaluate
 from ncf_jax.tasks.classic import epochs_of
@@ -124,7 +124,7 @@ class Runner:
     def __init__(self):
         self.data, self.ran = {}, []
 
-    def __call__(self, model: str, options: dict, workdir: pathlib.Path) -> dict:
+    def __call__(self, model: str, options: dict, workdir: pathlib.Path, *, plot=True) -> dict:
         task = TASKS["ncf" if model in NEURAL else "classic"]
         configs = configs_from_options(task, options)
         if is_complete(workdir, model, options, configs):
@@ -133,7 +133,7 @@ class Runner:
         if key not in self.data:
             self.data[key] = task.load_data(configs)
         self.ran.append(str(workdir))
-        return train_and_evaluate(task, self.data[key], configs, workdir)
+        return train_and_evaluate(task, self.data[key], configs, workdir, plot=plot)
 
 
 def summarise_run(results: dict, metrics: tuple[str, ...]) -> dict:
@@ -169,7 +169,8 @@ def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run, grid
     if len(grid) > 1:
         for point in grid:
             workdir = home / "tune" / _name(point)
-            results = run(model, options_of(model, protocol, suite, point, 1), workdir)
+            options = options_of(model, protocol, suite, point, 1)
+            results = run(model, options, workdir, plot=False)
             fit = summarise_run(results, METRICS[protocol])["fit_seconds"]
             tried.append({"settings": point, "valid_hr@10": validation_score(results),
                           "fit_seconds": fit, "workdir": str(workdir)})  # fmt: skip
@@ -268,6 +269,7 @@ def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None, grids=
     grids: {model: {flag: [values]}} searched with `suite.tune` (default `GRIDS`)."""
     root = pathlib.Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    xla.use_compilation_cache(root / "xla_cache")  # the runs of a grid share their programs
     run = Runner()
     rows = []
     for model in suite.models:

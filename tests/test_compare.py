@@ -4,14 +4,16 @@ sweep), `recommend` on a saved classic run, and the comparison suite end to end.
 import itertools
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import compare, recommend
+from ncf_jax import compare, recommend, xla
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import UsageError
 from ncf_jax.tasks import classic, configs_from_options, train_and_evaluate
@@ -103,6 +105,18 @@ def test_tuning_records_every_point_and_the_chosen_one(folder, tmp_path):
     for row in rows:
         best = max(row["tried"], key=lambda t: t["valid_hr@10"])["settings"]
         assert row["chosen"] == best and row["settings"]["ease_lambda"] == best["ease_lambda"]
+        # Tried points write their results but no history plot; the reported run plots.
+        for tried in row["tried"]:
+            folder = pathlib.Path(tried["workdir"])
+            assert (folder / "results.json").exists() and not (folder / "history.png").exists()
+        assert (pathlib.Path(row["workdir"]) / "history.png").exists()
+
+
+def test_a_configured_compilation_cache_is_kept(tmp_path):
+    """The session's cache (tests/conftest.py) stays; the suite would use WORKDIR/xla_cache."""
+    configured = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    assert xla.use_compilation_cache(tmp_path / "xla_cache") == configured
+    assert jax.config.jax_compilation_cache_dir == configured
 
 
 def test_the_table_puts_published_figures_beside_ours_on_ml_1m():

@@ -39,9 +39,11 @@ def replace(configs: dict, **changes) -> dict:
     return configs | {k: dataclasses.replace(configs[k], **v) for k, v in changes.items()}
 
 
-def train_and_evaluate(task, data, configs: dict, workdir, *, extra: dict | None = None) -> dict:
+def train_and_evaluate(
+    task, data, configs: dict, workdir, *, extra: dict | None = None, plot: bool = True
+) -> dict:
     """Builds `task`'s record for `data` and runs it in the one loop; returns results.json."""
-    return loop.run(task.build(data, configs, extra=extra), workdir)
+    return loop.run(task.build(data, configs, extra=extra), workdir, plot=plot)
 
 
 __all__ = [
