@@ -15,7 +15,9 @@ NDCG@10); "full" ranks the whole catalogue with the user's training items exclud
 Tuning (`tune=True`): each model's grid (`GRIDS`) is searched on a validation item held out of
 training (DataConfig validation=True, epochs picked on it too); the point with the best
 validation HR@10 is chosen and only its test metrics are reported (it is not refitted on
-train + validation). Without tuning every model runs at its defaults.
+train + validation). Without tuning every model runs at its defaults. The points of an NCF
+model that differ only in learning rate train together, one vmapped replica each
+(`--learning_rates`); each tried entry then records its share of that run's fit seconds.
 """
 
 from __future__ import annotations
@@ -157,7 +159,35 @@ def points(grid: dict) -> list[dict]:
 
 
 def _name(point: dict) -> str:
-    return "_".join(f"{k}={v}" for k, v in point.items()) or "default"
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+    return "_".join(f"{k}={text(v)}" for k, v in point.items()) or "default"
+
+
+def vmapped_groups(model: str, grid: list[dict]) -> list[list[dict]]:
+    """The grid's points in runs: an NCF model's points that differ only in learning rate
+    train in one run (`--learning_rates`, one vmapped replica each); others one run a point."""
+    if model not in NEURAL or not all("learning_rate" in p for p in grid):
+        return [[p] for p in grid]
+    groups = {}
+    for p in grid:
+        rest = tuple((k, v) for k, v in p.items() if k != "learning_rate")
+        groups.setdefault(rest, []).append(p)
+    return list(groups.values())
+
+
+def search(model, protocol, suite, home: pathlib.Path, run, group: list[dict]) -> list[dict]:
+    """The tried entries of one run of the search (one point, or a group of learning rates)."""
+    point = group[0]
+    if len(group) > 1:
+        point = {k: v for k, v in point.items() if k != "learning_rate"}
+        point["learning_rates"] = tuple(p["learning_rate"] for p in group)
+    workdir = home / "tune" / _name(point)
+    results = run(model, options_of(model, protocol, suite, point, 1), workdir, plot=False)
+    fit = summarise_run(results, METRICS[protocol])["fit_seconds"]
+    replicas = results["seeds"] if len(group) > 1 else [results]
+    return [{"settings": p, "valid_hr@10": validation_score(r), "workdir": str(workdir),
+             "fit_seconds": fit / len(group), "replicas_in_run": len(group)}
+            for p, r in zip(group, replicas, strict=True)]  # fmt: skip
 
 
 def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run, grid: dict) -> dict:
@@ -167,13 +197,8 @@ def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run, grid
     tried, chosen = [], {}
     grid = points(grid if suite.tune else {})
     if len(grid) > 1:
-        for point in grid:
-            workdir = home / "tune" / _name(point)
-            options = options_of(model, protocol, suite, point, 1)
-            results = run(model, options, workdir, plot=False)
-            fit = summarise_run(results, METRICS[protocol])["fit_seconds"]
-            tried.append({"settings": point, "valid_hr@10": validation_score(results),
-                          "fit_seconds": fit, "workdir": str(workdir)})  # fmt: skip
+        for group in vmapped_groups(model, grid):
+            tried += search(model, protocol, suite, home, run, group)
         chosen = max(tried, key=lambda t: t["valid_hr@10"])["settings"]
     options = options_of(model, protocol, suite, chosen, suite.num_seeds)
     results = run(model, options, home)

@@ -132,3 +132,29 @@ def test_the_table_puts_published_figures_beside_ours_on_ml_1m():
     )
     assert ease["HR@10 (sampled)"] == "0.5000 ± 0.0100"
     assert "paper HR@10 / NDCG@10" not in compare.table_rows(rows, "ncf:pinterest-20")[0]
+
+
+def test_an_ncf_models_learning_rates_are_searched_in_one_vmapped_run(folder, tmp_path):
+    grid = compare.points({"learning_rate": [0.001, 0.01], "reg_mf": [0.0, 0.01]})
+    groups = compare.vmapped_groups("mf", grid)
+    assert [[p["learning_rate"] for p in g] for g in groups] == [[0.001, 0.01]] * 2
+    assert [g[0]["reg_mf"] for g in groups] == [0.0, 0.01]
+    assert compare.vmapped_groups("ease", compare.points({"ease_lambda": [1, 2]})) == [
+        [{"ease_lambda": 1}],
+        [{"ease_lambda": 2}],
+    ]
+    suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
+                                  epochs=2, tune=True)  # fmt: skip
+    rows = compare.run_suite(suite, tmp_path, grids={"mf": {"learning_rate": [0.001, 0.05]}})
+    (sampled, _) = rows["rows"]
+    assert [t["settings"] for t in sampled["tried"]] == [
+        {"learning_rate": 0.001},
+        {"learning_rate": 0.05},
+    ]
+    assert {t["workdir"] for t in sampled["tried"]} == {
+        str(tmp_path / "mf" / "sampled" / "tune" / "learning_rates=0.001,0.05")
+    }
+    runs = json.loads(pathlib.Path(sampled["tried"][0]["workdir"], "results.json").read_text())
+    scores = [max(h["valid_hr@10"] for h in r["history"]) for r in runs["seeds"]]
+    assert [t["valid_hr@10"] for t in sampled["tried"]] == scores
+    assert sampled["settings"]["learning_rate"] == sampled["chosen"]["learning_rate"]

@@ -8,6 +8,7 @@ import pytest
 from ncf_jax import tasks
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
+from ncf_jax.errors import UsageError
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 from ncf_jax.tasks.ncf import NCFTrainConfig as TrainConfig
 
@@ -66,3 +67,36 @@ def test_multi_seed_run_resumes(runs):
     again = _run(root / "many", seed=3, num_seeds=2, epochs=3)  # resumes after epoch 2
     assert [h["epoch"] for h in again["history"]] == [1, 2, 3]
     assert again["history"][1] == many["history"][1]
+
+
+def _rates_run(workdir, **train):
+    return train_and_evaluate(
+        DATA,
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4)),
+        TrainConfig(epochs=2, batch_size=64, seed=5, **train),
+        EvalConfig(top_k=5),
+        workdir,
+    )
+
+
+def test_learning_rate_replica_k_trains_as_the_single_run_at_rate_k(tmp_path):
+    """--learning_rates: one vmapped program; each replica's rate sits in its optimiser state
+    (optax.inject_hyperparams), so it matches a plain run at that rate up to rounding."""
+    rates = (0.003, 0.03)
+    many = _rates_run(tmp_path / "many", learning_rates=rates)
+    assert [r["seed"] for r in many["seeds"]] == [5, 5]
+    losses = [[h["loss"] for h in r["history"]] for r in many["seeds"]]
+    assert losses[0] != losses[1]  # the rates differ, so the replicas do
+    for rate, replica in zip(rates, many["seeds"], strict=True):
+        single = _rates_run(tmp_path / f"rate{rate}", learning_rate=rate)
+        for got, want in zip(replica["history"], single["history"], strict=True):
+            for name in ("loss", "hr@5", "ndcg@5"):
+                assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-5), name
+
+
+@pytest.mark.parametrize(
+    "train", [{"num_seeds": 2}, {"lazy_embeddings": True}, {"lr_warmup_steps": 10}]
+)
+def test_learning_rates_refuse_what_they_cannot_vmap(train):
+    with pytest.raises(UsageError, match="--learning_rates keeps each replica's rate"):
+        TrainConfig(learning_rates=(0.01, 0.1), **train)

@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 from absl import logging
 
 from ncf_jax import batching, checkpoint, evaluate, history, interactions, optim, sharding, train
@@ -22,6 +23,7 @@ from ncf_jax.config import (
     EvalConfig,
     TrainConfig,
     dtype,
+    floats,
     none_if_empty,
     option,
     reg_layers,
@@ -147,6 +149,14 @@ class NCFTrainConfig(TrainConfig):
         check=lambda v: v >= 1,
         message="{flag} must be >= 1, got {value}",
     )
+    learning_rates: tuple[float, ...] = option(
+        (),
+        "Train one replica per learning rate at once (jax.vmap, all from --seed; replaces "
+        "--learning_rate), e.g. a search's rates; per-replica results under 'seeds'.",
+        parse=floats("learning_rates"),
+        check=lambda v: all(r > 0 for r in v),
+        message="{flag} must be > 0, got {value}",
+    )
     mesh_model: int = option(
         1,
         "Devices that split embedding tables by rows; the rest split batches (data parallel).",
@@ -169,6 +179,12 @@ class NCFTrainConfig(TrainConfig):
         require(
             0 <= self.adam_b1 < 1 and 0 <= self.adam_b2 < 1 and self.adam_eps > 0,
             "--adam_b1 and --adam_b2 must be in [0, 1) and --adam_eps > 0",
+        )
+        require(
+            not self.learning_rates
+            or (self.num_seeds == 1 and not self.lazy_embeddings and self.lr_warmup_steps == 0),
+            "--learning_rates keeps each replica's rate in its optimiser state: it takes "
+            "--num_seeds=1, dense tables (no --lazy_embeddings) and no --lr_warmup_steps",
         )
         default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
         require(
@@ -206,11 +222,12 @@ def learner_for(model_config: NCFModelConfig, train_config: NCFTrainConfig) -> s
     return train_config.learner
 
 
-def replica_states(make_state, seeds: list[int]):
-    """(stacked states, stacked run keys): replica k starts as the single run with seed k;
-    states are built one by one, so pre-trained loads work."""
+def replica_states(makers: list, seeds: list[int]):
+    """(stacked states, stacked run keys): replica k starts as the single run with seed
+    seeds[k] and state `makers[k](init key)`; states are built one by one, so pre-trained
+    loads work."""
     states, keys = [], []
-    for seed in seeds:
+    for make_state, seed in zip(makers, seeds, strict=True):
         init_key, key = jax.random.split(jax.random.key(seed))
         states.append(make_state(init_key))
         keys.append(key)
@@ -233,10 +250,15 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     learner = learner_for(model_config, c)
     require_row_sparse_learner(c.lazy_embeddings, learner, "--pretrain_learner")
     learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
-    tx = optim.make_optimizer(learner, learning_rate, b1=c.adam_b1, b2=c.adam_b2, eps=c.adam_eps)
+    adam = {"b1": c.adam_b1, "b2": c.adam_b2, "eps": c.adam_eps}
+    txs = [optim.make_optimizer(learner, learning_rate, **adam)]
+    if c.learning_rates:  # each replica's rate lives in its optimiser state; one update rule
+        inject = optax.inject_hyperparams(lambda rate: optim.make_optimizer(learner, rate, **adam))
+        txs = [inject(rate=rate) for rate in c.learning_rates]
+    tx = txs[0]
     dummy = jnp.zeros((1,), jnp.int32)
     tables = layers.table_labels(model, dummy, dummy)
-    make_state = lambda key: train.create_train_state(
+    make_state = lambda key, tx=tx: train.create_train_state(
         init_params(model, model_config, key),
         tx,
         lazy=c.lazy_embeddings,
@@ -271,9 +293,13 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         options=resume_options(configs),
         has_validation=data.has_validation,
     )
-    if c.num_seeds > 1:
+    if c.num_seeds > 1 or c.learning_rates:
         seeds = list(range(c.seed, c.seed + c.num_seeds))
-        states, keys = replica_states(make_state, seeds)
+        makers = [make_state] * c.num_seeds
+        if c.learning_rates:  # replica k: --seed, learning_rates[k]
+            seeds = [c.seed] * len(txs)
+            makers = [functools.partial(make_state, tx=tx) for tx in txs]
+        states, keys = replica_states(makers, seeds)
         place = lambda s: s
         if not sharding.is_trivial(mesh):  # replicated states, batches split over "data"
             place = lambda s: sharding.place(s, sharding.state_shardings(s, mesh))  # replicated
