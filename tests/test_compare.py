@@ -145,8 +145,8 @@ def test_an_ncf_models_learning_rates_are_searched_in_one_vmapped_run(folder, tm
     ]
     suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
                                   epochs=2, tune=True)  # fmt: skip
-    rows = compare.run_suite(suite, tmp_path, grids={"mf": {"learning_rate": [0.001, 0.05]}})
-    (sampled, _) = rows["rows"]
+    grid = {"learning_rate": [0.001, 0.05]}
+    sampled = compare.run_row("mf", "sampled", suite, tmp_path, compare.Runner(), grid)
     assert [t["settings"] for t in sampled["tried"]] == [
         {"learning_rate": 0.001},
         {"learning_rate": 0.05},
