@@ -126,7 +126,7 @@ def scoring_cases(csr, test_items, reps):
             indptr,
             indices,
             num_items=num_items,
-            chunk_size=64 if name == "userknn" else 256,
+            chunk_size=256,
         )
         seconds, _ = median_seconds(lambda run=run, params=params: run(params), reps)
         rows.append((f"full ranking, all users, {name}", seconds, "target", 0.5))

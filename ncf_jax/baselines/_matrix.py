@@ -95,8 +95,9 @@ def gram(
     def add(acc, block):
         xc, wc = block
         xc = jnp.pad(xc.astype(jnp.float32), ((0, 0), (0, width * k - num_items)))
+        xw = xc * wc[:, None]
         cols = [xc[:, i * width : (i + 1) * width] for i in range(k)]
-        weighted = [c * wc[:, None] for c in cols]
+        weighted = [xw[:, i * width : (i + 1) * width] for i in range(k)]
         return [a + weighted[i].T @ cols[j] for a, (i, j) in zip(acc, pairs, strict=True)], None
 
     zeros = [jnp.zeros((width, width), jnp.float32) for _ in pairs]

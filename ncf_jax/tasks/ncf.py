@@ -251,10 +251,11 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     require_row_sparse_learner(c.lazy_embeddings, learner, "--pretrain_learner")
     learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
     adam = {"b1": c.adam_b1, "b2": c.adam_b2, "eps": c.adam_eps}
-    txs = [optim.make_optimizer(learner, learning_rate, **adam)]
     if c.learning_rates:  # each replica's rate lives in its optimiser state; one update rule
         inject = optax.inject_hyperparams(lambda rate: optim.make_optimizer(learner, rate, **adam))
         txs = [inject(rate=rate) for rate in c.learning_rates]
+    else:
+        txs = [optim.make_optimizer(learner, learning_rate, **adam)]
     tx = txs[0]
     dummy = jnp.zeros((1,), jnp.int32)
     tables = layers.table_labels(model, dummy, dummy)
@@ -294,11 +295,12 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         has_validation=data.has_validation,
     )
     if c.num_seeds > 1 or c.learning_rates:
-        seeds = list(range(c.seed, c.seed + c.num_seeds))
-        makers = [make_state] * c.num_seeds
         if c.learning_rates:  # replica k: --seed, learning_rates[k]
             seeds = [c.seed] * len(txs)
             makers = [functools.partial(make_state, tx=tx) for tx in txs]
+        else:
+            seeds = list(range(c.seed, c.seed + c.num_seeds))
+            makers = [make_state] * c.num_seeds
         states, keys = replica_states(makers, seeds)
         place = lambda s: s
         if not sharding.is_trivial(mesh):  # replicated states, batches split over "data"
