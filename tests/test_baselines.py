@@ -108,6 +108,19 @@ def topk_loop(row, k):
     return np.argsort(-row, kind="stable")[:k]
 
 
+def test_keep_topk_rows_matches_a_stable_sort_with_ties_and_its_transpose():
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 4, size=(30, 30)).astype(np.float32)  # four values: ties everywhere
+    s = s + s.T
+    for k in (1, 7, 30, 40):
+        expected = np.zeros_like(s)
+        for i in range(len(s)):
+            top = topk_loop(s[i], k)
+            expected[i, top] = s[i, top]
+        np.testing.assert_array_equal(_matrix.keep_topk_rows(s, k=k), expected)
+        np.testing.assert_array_equal(_matrix.keep_topk_rows(s, k=k, transposed=True), expected.T)
+
+
 @pytest.mark.parametrize("weighting", ["none", "tfidf", "bm25"])
 def test_itemknn_loops(data, weighting):
     indptr, indices, x = data

@@ -107,20 +107,29 @@ def gram(
     return jnp.block(grid)[:num_items, :num_items]
 
 
-def topk_dense(rows: jax.Array, k: int) -> jax.Array:
-    """[r, n] -> [r, n] keeping each row's k largest entries (ties: lower column), zeros else."""
-    values, cols = jax.lax.top_k(rows, k)
-    out = jnp.zeros_like(rows)
-    return out.at[jnp.arange(rows.shape[0])[:, None], cols].set(values)
+@functools.partial(jax.jit, static_argnames=("k", "transposed"))
+def keep_topk_rows(s: jax.Array, *, k: int, transposed: bool = False) -> jax.Array:
+    """[r, n] -> [r, n] keeping each row's k largest entries (ties: lower column), zeros else;
+    `transposed=True` returns that matrix's transpose, for a symmetric `s` only.
 
-
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
-def keep_topk_rows(s: jax.Array, *, k: int, chunk_size: int = 512) -> jax.Array:
-    """Row-wise `topk_dense` of an [r, n] matrix, a chunk of rows at a time."""
+    `lax.top_k` orders ties by column, so a row's k-th entry (value v, column c) says which
+    entries are kept: every one above v, and those equal to v up to column c. One elementwise
+    select then builds the result, instead of scattering the k values into zeros, and for a
+    symmetric `s` the same select on columns gives the transpose without a transposed copy
+    (ML-1M's item-item matrix: 0.11 s for the whole, against 0.2 s with the scatter in
+    512-row chunks and 0.03 s more for the transpose).
+    """
     k = min(k, s.shape[1])
-    chunk = min(chunk_size, s.shape[0])
-    kept = jax.lax.map(lambda block: topk_dense(block, k), pad_rows(s, chunk))
-    return kept.reshape(-1, s.shape[1])[: s.shape[0]]
+    # The barrier keeps XLA from folding the slices below into top_k's sort: sliced at
+    # [k-1:k] it no longer sees a top-k and sorts every row in full (20x slower).
+    values, cols = jax.lax.optimization_barrier(jax.lax.top_k(s, k))
+    kth, last = values[:, k - 1], cols[:, k - 1]
+    if transposed:  # entry (i, j) of the transpose is s[j, i] = s[i, j], tested on row j
+        index, kth, last = jnp.arange(s.shape[0])[:, None], kth[None, :], last[None, :]
+    else:
+        index, kth, last = jnp.arange(s.shape[1])[None, :], kth[:, None], last[:, None]
+    keep = (s > kth) | ((s == kth) & (index <= last))
+    return jnp.where(keep, s, jnp.zeros((), s.dtype))
 
 
 def feature_weights(doc_counts, term_counts, weighting: str) -> tuple[np.ndarray, np.ndarray]:

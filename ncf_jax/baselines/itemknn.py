@@ -64,9 +64,9 @@ def fit(
 @functools.partial(jax.jit, static_argnames="k")
 def _weights(g, item_w, shrink, *, k: int):
     """W from the (user-weighted) Gram: item weights, cosine, top-k, in one program."""
-    g = g * item_w[:, None] * item_w[None, :]
-    # S is symmetric: row j of the row-pruned S holds target j's neighbours, so W = that^T.
-    return _matrix.keep_topk_rows(cosine_from_gram(g, shrink), k=k).T
+    g = g * (item_w[:, None] * item_w[None, :])  # w_i w_j == w_j w_i: S stays exactly symmetric
+    # Row j of the row-pruned S holds target j's neighbours, so W is its transpose.
+    return _matrix.keep_topk_rows(cosine_from_gram(g, shrink), k=k, transposed=True)
 
 
 @jax.jit
