@@ -104,7 +104,12 @@ def test_every_flagfile_parses_with_its_script():
                 assert name in known or name.removeprefix("no") in known, (path.name, line)
 
 
-def test_resume_refuses_other_options_and_accepts_more_epochs(tiny, tmp_path):
+def test_resume_refuses_other_options_accepts_more_epochs_and_survives_a_damaged_checkpoint(
+    tiny, tmp_path
+):
+    """One workdir through its life: trained, refused with other options, resumed for more
+    epochs, then its newest checkpoint damaged (falls back to the one before), then all of them
+    (stops with a message)."""
     workdir = tmp_path / "w"
     assert _run(*_ncf(tiny, workdir)).returncode == 0
     changed = _run(*_ncf(tiny, workdir, "--learning_rate=0.01", "--num_factors=16", "--epochs=2"))
@@ -117,10 +122,6 @@ def test_resume_refuses_other_options_and_accepts_more_epochs(tiny, tmp_path):
     assert [h["epoch"] for h in results["history"]] == [1, 2]
     assert results["config"]["train"]["epochs"] == 2  # the record describes the run
 
-
-def test_damaged_checkpoint_falls_back_then_stops_with_a_message(tiny, tmp_path):
-    workdir = tmp_path / "w"
-    assert _run(*_ncf(tiny, workdir, "--epochs=2")).returncode == 0
     latest = workdir / "checkpoints" / "latest"
     newest = latest / "2" / "meta" / "metadata"
     newest.write_text(newest.read_text()[:20])  # truncated JSON
