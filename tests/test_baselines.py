@@ -108,17 +108,35 @@ def topk_loop(row, k):
     return np.argsort(-row, kind="stable")[:k]
 
 
-def test_keep_topk_rows_matches_a_stable_sort_with_ties_and_its_transpose():
+def test_top_k_rows_and_neighbour_lists_match_a_stable_sort_with_ties():
     rng = np.random.default_rng(3)
     s = rng.integers(0, 4, size=(30, 30)).astype(np.float32)  # four values: ties everywhere
-    s = s + s.T
     for k in (1, 7, 30, 40):
         expected = np.zeros_like(s)
         for i in range(len(s)):
             top = topk_loop(s[i], k)
             expected[i, top] = s[i, top]
         np.testing.assert_array_equal(_matrix.keep_topk_rows(s, k=k), expected)
-        np.testing.assert_array_equal(_matrix.keep_topk_rows(s, k=k, transposed=True), expected.T)
+        lists = _matrix.neighbour_lists(s, k)
+        want = np.stack([topk_loop(row, k) for row in s])
+        np.testing.assert_array_equal(lists["neighbours"], want)
+        np.testing.assert_array_equal(lists["weights"], np.take_along_axis(s, want, axis=1))
+
+
+def test_neighbour_scores_are_x_times_the_dense_w_of_the_lists():
+    """Blocks of 4 users for 10: padding, several blocks; W built by loops from the lists."""
+    rng = np.random.default_rng(4)
+    x = (rng.random((10, 9)) < 0.4).astype(np.int8)
+    ids = np.stack([rng.permutation(9)[:3] for _ in range(9)]).astype(np.int32)  # [target, k]
+    weights = rng.normal(size=(9, 3)).astype(np.float32)
+    w = np.zeros((9, 9), np.float32)
+    for j in range(9):
+        for m in range(3):
+            w[ids[j, m], j] = weights[j, m]
+    params = {"x": jnp.asarray(x), "neighbours": jnp.asarray(ids), "weights": jnp.asarray(weights)}
+    users = jnp.asarray([7, 0, 3, 3, 9, 1, 2], jnp.int32)
+    got = _matrix.score_neighbours(params, users, chunk=4)
+    np.testing.assert_allclose(got, x[np.asarray(users)] @ w, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("weighting", ["none", "tfidf", "bm25"])
@@ -200,8 +218,11 @@ def test_slim_matches_coordinate_descent(data):
     expected = slim_coordinate_descent(x, alpha, l1_ratio)
     params = slim.fit(indptr, indices, **kw(), alpha=alpha, l1_ratio=l1_ratio, k=NI,
                       iterations=2000)  # fmt: skip
-    np.testing.assert_allclose(params["w"], expected, atol=1e-4)
-    assert np.all(np.asarray(params["w"]) >= 0) and np.all(np.diag(params["w"]) == 0)
+    w = np.zeros((NI, NI), np.float32)  # column j of W from target j's list
+    for j, (ids, weights) in enumerate(zip(params["neighbours"], params["weights"], strict=True)):
+        w[np.asarray(ids), j] = weights
+    np.testing.assert_allclose(w, expected, atol=1e-4)
+    assert np.all(w >= 0) and np.all(np.diag(w) == 0)
 
 
 HP = {"alpha0": 0.3, "reg": 0.05, "nu": 1.0, "confidence": 2.0}

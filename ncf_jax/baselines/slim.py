@@ -11,9 +11,10 @@ max(0, w - step a r), then the diagonal is zeroed), step 1 / L with L = lambda_m
 a (1 - r) from a power iteration. The objective is strongly convex for r < 1, so the iterates
 converge linearly; scikit-learn's coordinate descent reaches the same minimiser.
 
-Memory: X int8 [num_users, num_items]; G, W, the momentum copy and a GEMM output float32
-[num_items, num_items] (ML-20M: 2.9 GB each, about 5 alive). Time: `iterations` GEMMs of
-2 I^3 flops (ML-1M: 0.1 TFLOP each, about 1 s on 2 CPU cores).
+Memory: X int8 [num_users, num_items]; during `fit` G, W, the momentum copy and a GEMM output
+float32 [num_items, num_items] (ML-20M: 2.9 GB each, about 5 alive). W is kept as its columns'
+top-k lists, [num_items, k], and scored as ItemKNN's (`_matrix.score_neighbours`). Time:
+`iterations` GEMMs of 2 I^3 flops (ML-1M: 0.1 TFLOP each, about 1 s on 2 CPU cores).
 
 Hyperparameters: defaults alpha 0.1, l1_ratio 0.01, k 100, 100 FISTA steps (300 changed
 ml-100k HR@10 by 0.001). Grid (Dacrema et al.: topK 5..1000, l1_ratio 1e-5..1 log, alpha
@@ -76,7 +77,8 @@ def fit(
     chunk_size: int = 2048,
     key=None,
 ) -> dict:
-    """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32}.
+    """{"x": [num_users, num_items] int8, "neighbours": [num_items, k] int32, "weights":
+    [num_items, k] float32}: row j lists the k largest coefficients of W's column j (target j).
 
     Args:
       alpha, l1_ratio: scikit-learn's ElasticNet penalty (module docstring).
@@ -87,10 +89,7 @@ def fit(
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
     g = _matrix.gram(x, jnp.ones(num_users, jnp.float32), chunk_size=chunk_size)
     w = solve(g, float(num_users), alpha, l1_ratio, iterations=iterations)
-    return {"x": x, "w": _matrix.keep_topk_rows(w.T, k=k).T}
+    return {"x": x, **_matrix.neighbour_lists(w.T, k)}
 
 
-@jax.jit
-def score(params: dict, users: jax.Array) -> jax.Array:
-    """[len(users)] int32 -> [len(users), num_items] float32: X[users] @ W."""
-    return _matrix.user_rows(params["x"], users) @ params["w"]
+score = _matrix.score_neighbours
