@@ -20,8 +20,8 @@ from ncf_jax import checkpoint
 from ncf_jax.config import DataConfig, from_dict
 from ncf_jax.data import dataset, side_info
 from ncf_jax.data.types import InteractionData
-from ncf_jax.errors import DataError, UsageError
-from ncf_jax.models import create_model
+from ncf_jax.errors import CheckpointError, DataError, UsageError
+from ncf_jax.models import classic, create_model
 from ncf_jax.models.scoring import score_fns
 
 
@@ -109,7 +109,22 @@ def load_run(workdir, *, data_dir: str | None = None) -> Run:
     data_config = _data_config(results, data_dir)
     data = dataset.load_dataset(data_config)
     model = create_model(results["config"]["model"], data.num_users, data.num_items)
+    if isinstance(model, classic.Classic):
+        check_baseline_params(model, params, workdir)
     return Run(model, params, data, data_config, results)
+
+
+def check_baseline_params(model: classic.Classic, params: dict, workdir) -> None:
+    """A fitted baseline's saved params must be what its `score` reads (ItemKNN and SLIM
+    changed from a dense "w" to neighbour lists): CheckpointError naming WORKDIR if not."""
+    try:
+        jax.eval_shape(model.score_all, params, jnp.zeros(1, jnp.int32))  # traces, runs nothing
+    except KeyError as missing:
+        raise CheckpointError(
+            f"{workdir}: the saved {model.model} parameters ({', '.join(sorted(params))}) have "
+            f"no {missing}, which this version's {model.model} scores with: they were written "
+            "by an older ncf_jax; fit the model again in a new --workdir"
+        ) from None
 
 
 def titles(data_config: DataConfig, original_item_ids) -> np.ndarray | None:

@@ -219,8 +219,7 @@ def test_slim_matches_coordinate_descent(data):
     params = slim.fit(indptr, indices, **kw(), alpha=alpha, l1_ratio=l1_ratio, k=NI,
                       iterations=2000)  # fmt: skip
     w = np.zeros((NI, NI), np.float32)  # column j of W from target j's list
-    for j, (ids, weights) in enumerate(zip(params["neighbours"], params["weights"], strict=True)):
-        w[np.asarray(ids), j] = weights
+    w[np.asarray(params["neighbours"]), np.arange(NI)[:, None]] = params["weights"]
     np.testing.assert_allclose(w, expected, atol=1e-4)
     assert np.all(w >= 0) and np.all(np.diag(w) == 0)
 

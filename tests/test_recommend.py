@@ -14,6 +14,8 @@ from ncf_jax import recommend, tasks
 from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import csr_from_pairs
+from ncf_jax.errors import CheckpointError
+from ncf_jax.tasks.classic import ClassicModelConfig
 from ncf_jax.tasks.ncf import NCFModelConfig, NCFTrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,3 +153,25 @@ def test_recommend_works_for_pointwise_models(tmp_path):
     assert rec["items"] == run.data.item_ids[best].tolist()
     with pytest.raises(KeyError, match="users not in"):
         recommend.recommend(run, [999], 4)
+
+
+def test_recommend_scores_a_fitted_baseline_and_refuses_an_old_layout(tmp_path):
+    root = write_tiny_ml100k(tmp_path / "data")
+    data_config = DataConfig(dataset="ml-100k", data_dir=str(root), num_test_negatives=5)
+    data = load_dataset(data_config)
+    model = ClassicModelConfig(model="itemknn", knn_k=3)
+    configs = tasks.configs(tasks.classic, data=data_config, model=model)
+    tasks.train_and_evaluate(tasks.classic, data, configs, tmp_path / "knn")
+    run = recommend.load_run(tmp_path / "knn")
+    (rec,) = recommend.recommend(run, ["3"], 4, exclude_seen=True)
+    user = int(np.flatnonzero(run.data.user_ids == 3)[0])
+    x = np.asarray(run.params["x"], np.float32)
+    ids, weights = np.asarray(run.params["neighbours"]), np.asarray(run.params["weights"])
+    w = np.zeros((data.num_items, data.num_items), np.float32)  # column j: target j's list
+    w[ids, np.arange(data.num_items)[:, None]] = weights
+    scores = x[user] @ w
+    scores[x[user] > 0] = -np.inf
+    assert rec["items"] == run.data.item_ids[np.argsort(-scores, kind="stable")[:4]].tolist()
+    old = {"x": run.params["x"], "w": jnp.asarray(w)}  # the dense layout before neighbour lists
+    with pytest.raises(CheckpointError, match="have no 'neighbours'.*fit the model again"):
+        recommend.check_baseline_params(run.model, old, tmp_path / "knn")
