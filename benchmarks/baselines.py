@@ -116,7 +116,7 @@ def scoring_cases(csr, test_items, reps):
     indptr, indices, num_users, num_items = csr
     rows = []
     for name, module in MODELS.items():
-        # SLIM's scoring is ItemKNN's (X @ W); 5 FISTA steps give W its shape without its cost.
+        # SLIM scores as ItemKNN (neighbour lists); 5 FISTA steps give W its shape, not its cost.
         extra = {"iterations": 5} if name == "slim" else {}
         params = module.fit(indptr, indices, num_users=num_users, num_items=num_items, **extra)
         run = evaluate.make_full_evaluator(
