@@ -14,14 +14,25 @@ alpha0 the weight of every pair being 0. With H fixed each user's row solves
 where the Gramian trick shares H^T H (one [d, d]) across users so only the user's own items
 (H_u) are per-row work. Two solvers: "cholesky" builds every [d, d] system (segment sums of
 outer products over a fixed-size chunk of interactions) and solves it exactly; "cg" runs
-`cg_steps` conjugate-gradient steps per row from the current factors, each step a gather and a
-segment sum over the interactions (the method of the `implicit` library). A sweep solves users,
-then items; `fit` = `init` + `sweeps` sweeps.
+`cg_steps` conjugate-gradient steps per row from the current factors (the method of the
+`implicit` library). A sweep solves users, then items; `fit` = `init` + `sweeps` sweeps.
 
-Memory: factors [num_users + num_items, d] float32; per half sweep the gathered other-side
-factors [nnz, d] float32 (ML-20M at d = 64: 5 GB; ML-1M: 256 MB) and, for "cholesky",
-[rows, d, d] float32 systems (ML-20M users at d = 64: 2.3 GB) plus a [chunk, d, d] block;
-the dense layout (`prepare`) adds X and X^T int8 and one [chunk, other side] float32 block.
+CG works on rows grouped by their number of interactions (`buckets`): a bucket's rows are
+padded to one length L (lengths grow by BUCKET_GROWTH, rounded up to multiples of 8, so a row
+longer than 40 is less than a quarter padding; ML-1M's sides 13-14 % in all), and a
+chunk of R rows (R x L about BUCKET_ELEMENTS) gathers its [R, L, d] other-side factors once
+and runs every CG step on them while they are in cache. Its matrix-vector products are batched
+dots over the rows' own interactions, O(nnz d) a step: on the ML-1M shape 0.24-0.34 s a sweep
+at d = 64 against 0.43-0.61 s for the dense-matrix products ((P H^T) * X) H (15x the
+arithmetic at 4.5 % density, at GEMM speed) and about 2 s for gathers and segment sums of the
+same products unchunked.
+
+Memory: factors [num_users + num_items, d] float32; for "cg" the buckets' padded ids, int32,
+about 1.15 x nnz per side (ML-20M: 90 MB a side), and per chunk [R, L, d] gathered factors;
+for "cholesky" the gathered other-side factors [nnz, d] float32 (ML-20M at d = 64: 5 GB;
+ML-1M: 256 MB) and [rows, d, d] float32 systems (ML-20M users at d = 64: 2.3 GB) plus a
+[chunk, d, d] block. (The exact solve on the buckets, one batched H_u^T H_u product a chunk,
+hung in XLA's CPU runtime on the ML-1M shape with jax 0.10.2, so it stays on segment sums.)
 
 Hyperparameters: `fit` defaults d 64, 15 sweeps, alpha0 0.3, reg 0.01, nu 1, c 1, CG 3 steps
 (best of a 4 x 4 grid on the ml-100k test split, so optimistic there). Grid, after Rendle et
@@ -42,31 +53,25 @@ import numpy as np
 from ncf_jax.baselines import _matrix
 
 SOLVERS = ("cholesky", "cg")
-LAYOUTS = ("auto", "dense", "sparse")
-# Dense CG matvecs ((P H^T) * X) H beat gather + segment-sum ones above ~2% density: measured
-# 0.13 s for ML-1M's 22M cells vs 0.25 s for its 1M interactions at d = 64 (2-core EPYC).
-DENSE_DENSITY = 0.02
+BUCKET_GROWTH = 1.25  # each bucket's padded length over the previous one's
+BUCKET_ELEMENTS = 2048  # rows x padded length of a CG chunk: [R, L, d] float32, 512 kB at d = 64
+MIN_LENGTH = 8
 
 
-def prepare(indptr, indices, *, num_users: int, num_items: int, layout: str = "auto") -> dict:
+def prepare(indptr, indices, *, num_users: int, num_items: int) -> dict:
     """The interactions in both orders, as the sweeps read them.
-
-    Args:
-      layout: "sparse", "dense" or "auto" (dense when density >= DENSE_DENSITY).
 
     Returns:
       {"user_of", "item_of": [nnz] int32 user-major pairs, "item_major_items",
-       "item_major_users": [nnz] int32 the same pairs item-major, "user_counts" [U],
-       "item_counts" [I] float32}, plus {"x": [U, I], "xt": [I, U]} int8 when dense.
+       "item_major_users": [nnz] int32 the same pairs item-major (the "cholesky" solver's and
+       `objective`'s), "user_counts" [U], "item_counts" [I] float32, "user_buckets",
+       "item_buckets": `buckets` of each side (the "cg" solver's)}.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     indptr, indices = _matrix.check_csr(indptr, indices, num_users, num_items)
-    if layout == "auto":
-        dense = len(indices) >= DENSE_DENSITY * num_users * num_items
-        layout = "dense" if dense else "sparse"
     users = _matrix.rows_of(indptr)
     order = np.lexsort((users, indices))
+    item_counts = np.bincount(indices, minlength=num_items)
+    item_indptr = np.concatenate([[0], np.cumsum(item_counts)])
     data = {
         "user_of": users,
         "item_of": indices,
@@ -75,11 +80,57 @@ def prepare(indptr, indices, *, num_users: int, num_items: int, layout: str = "a
     }
     data = {name: jnp.asarray(a, jnp.int32) for name, a in data.items()}
     data["user_counts"] = jnp.asarray(np.diff(indptr), jnp.float32)
-    data["item_counts"] = jnp.asarray(np.bincount(indices, minlength=num_items), jnp.float32)
-    if layout == "dense":
-        data["x"] = _matrix.dense_binary(indptr, indices, num_users, num_items)
-        data["xt"] = data["x"].T
+    data["item_counts"] = jnp.asarray(item_counts, jnp.float32)
+    data["user_buckets"] = buckets(indptr, indices, num_items)
+    data["item_buckets"] = buckets(item_indptr, users[order], num_users)
     return data
+
+
+def bucket_lengths(max_count: int) -> list[int]:
+    """Padded lengths MIN_LENGTH, then each BUCKET_GROWTH x the last (multiples of 8), up to the
+    first that holds `max_count`."""
+    lengths = [MIN_LENGTH]
+    while lengths[-1] < max_count:
+        lengths.append(int(np.ceil(lengths[-1] * BUCKET_GROWTH / 8) * 8))
+    return lengths
+
+
+def buckets(indptr, cols, num_cols: int) -> tuple:
+    """A CSR's rows grouped by length for the CG sweep.
+
+    Args:
+      indptr: [rows + 1] row starts; cols: [nnz] column ids of each row's entries.
+      num_cols: the column count, the id that pads a row.
+
+    Returns:
+      ((rows [n, R] int32, cols [n, R, L] int32), ...): one pair per non-empty bucket of
+      `bucket_lengths`; every row sits in exactly one, in chunks of R = BUCKET_ELEMENTS // L
+      rows (padding rows have id `rows`, padding entries id `num_cols`).
+    """
+    indptr, cols = np.asarray(indptr, np.int64), np.asarray(cols, np.int32)
+    counts = np.diff(indptr)
+    num_rows = len(counts)
+    lengths = bucket_lengths(int(counts.max(initial=0)))
+    which = np.searchsorted(lengths, counts)  # the first length that holds the row
+    out = []
+    for b, length in enumerate(lengths):
+        rows = np.flatnonzero(which == b)
+        if not len(rows):
+            continue
+        per_chunk = min(max(1, BUCKET_ELEMENTS // length), len(rows))
+        padded = -(-len(rows) // per_chunk) * per_chunk
+        row_ids = np.full(padded, num_rows, np.int32)
+        row_ids[: len(rows)] = rows
+        n = counts[rows]
+        slot = np.repeat(np.arange(len(rows)), n)
+        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        col_ids = np.full((padded, length), num_cols, np.int32)
+        col_ids[slot, offset] = cols[np.repeat(indptr[rows], n) + offset]
+        out.append(
+            (jnp.asarray(row_ids.reshape(-1, per_chunk)),
+             jnp.asarray(col_ids.reshape(-1, per_chunk, length)))
+        )  # fmt: skip
+    return tuple(out)
 
 
 def init(key, *, num_users: int, num_items: int, factors: int = 64, scale: float = 0.1) -> dict:
@@ -108,13 +159,9 @@ def _outer_sums(gathered, seg, num_rows, chunk_size):
     return acc
 
 
-def _cg(matvec, b, x, steps):
-    """`steps` conjugate-gradient steps on every row of A x = b from x ([R, d] each)."""
-    return _cg_from_residual(matvec, b - matvec(x), x, steps)
-
-
-def _cg_from_residual(matvec, r, x, steps):
-    """As `_cg`, given the starting residual r = b - A x (computed however is cheapest)."""
+def _cg(matvec, r, x, steps):
+    """`steps` conjugate-gradient steps on every row of A x = b from x ([R, d] each), given
+    the starting residual r = b - A x (computed however is cheapest)."""
     rs = jnp.sum(r * r, axis=1)
 
     def step(_, state):
@@ -130,59 +177,56 @@ def _cg_from_residual(matvec, r, x, steps):
     return jax.lax.fori_loop(0, steps, step, (x, r, r, rs))[0]
 
 
-def _solve_side(x, other, seg, col, counts, hp, solver, cg_steps, chunk_size):
-    """[R, d] rows minimising L with `other` [R', d] fixed; (seg, col) are sorted by seg."""
+def _regularisers(counts, other, hp):
+    """(per-row L2 weights reg (c n + alpha0 |other|)^nu, the shared alpha0 H^T H)."""
+    alpha0, reg, nu, conf = hp
+    return reg * (conf * counts + alpha0 * other.shape[0]) ** nu, alpha0 * (other.T @ other)
+
+
+def _solve_side(x, other, seg, col, counts, hp, chunk_size):
+    """[R, d] rows minimising L exactly with `other` [R', d] fixed; (seg, col) sorted by seg."""
     num_rows, d = x.shape
-    alpha0, reg, nu, conf = hp
-    reg_rows = reg * (conf * counts + alpha0 * other.shape[0]) ** nu
-    gram = alpha0 * (other.T @ other)
+    reg_rows, gram = _regularisers(counts, other, hp)
     gathered = other[col]  # [nnz, d]
+    conf = hp[3]
     b = conf * jax.ops.segment_sum(gathered, seg, num_rows, indices_are_sorted=True)
-    if solver == "cholesky":
-        a = conf * _outer_sums(gathered, seg, num_rows, chunk_size)
-        a = a + gram + reg_rows[:, None, None] * jnp.eye(d, dtype=a.dtype)
-        chol = jnp.linalg.cholesky(a)
-        solve = jax.vmap(lambda c, v: jax.scipy.linalg.cho_solve((c, True), v))
-        return solve(chol, b)
-
-    def matvec(p):
-        own = jnp.sum(gathered * p[seg], axis=1)  # <h_i, p_u> per interaction
-        own = jax.ops.segment_sum(gathered * own[:, None], seg, num_rows, indices_are_sorted=True)
-        return p @ gram + reg_rows[:, None] * p + conf * own
-
-    return _cg(matvec, b, x, cg_steps)
+    a = conf * _outer_sums(gathered, seg, num_rows, chunk_size)
+    a = a + gram + reg_rows[:, None, None] * jnp.eye(d, dtype=a.dtype)
+    solve = jax.vmap(lambda c, v: jax.scipy.linalg.cho_solve((c, True), v))
+    return solve(jnp.linalg.cholesky(a), b)
 
 
-def _solve_side_dense(x, other, binary, counts, hp, cg_steps, row_chunk):
-    """As `_solve_side` with "cg", from the dense binary matrix [R, R'] int8 (no gathers).
+def _solve_side_cg(x, other, side_buckets, counts, hp, cg_steps):
+    """[R, d] rows after `cg_steps` CG steps from x with `other` [R', d] fixed, a chunk of
+    `buckets` rows at a time (the module docstring)."""
+    d = x.shape[1]
+    conf = hp[3]
+    reg_rows, gram = _regularisers(counts, other, hp)
+    lookup = lambda a, ids: a.at[ids].get(mode="fill", fill_value=0)  # padding ids give 0
 
-    Each product walks `row_chunk` rows at a time. The starting residual
-    b - A x = c ((1 - x H^T) * X) H - alpha0 x H^T H - reg x costs one block product, not
-    the two that b and A x would cost apart.
-    """
-    num_rows = x.shape[0]
-    alpha0, reg, nu, conf = hp
-    reg_rows = reg * (conf * counts + alpha0 * other.shape[0]) ** nu
-    gram = alpha0 * (other.T @ other)
-    chunk = min(row_chunk, num_rows)
-    blocks = _matrix.pad_rows(binary, chunk)  # [n, chunk, R'] so a product is one block big
+    def chunk(args):
+        rows, cols = args
+        h = lookup(other, cols)  # [R, L, d], zero rows for padding entries (they add nothing)
+        x0, reg_r = lookup(x, rows), lookup(reg_rows, rows)
 
-    def by_blocks(fn, p):  # fn(binary block, rows of p) for every block of rows
-        out = jax.lax.map(lambda args: fn(*args), (blocks, _matrix.pad_rows(p, chunk)))
-        return out.reshape(-1, x.shape[1])[:num_rows]
+        def matvec(p):  # (alpha0 H^T H + c H_u^T H_u + reg_u I) p, row by row
+            own = jnp.einsum("rl,rld->rd", jnp.einsum("rld,rd->rl", h, p), h)
+            return p @ gram + reg_r[:, None] * p + conf * own
 
-    def own(p):  # sum over a row's interactions of h_i <h_i, p_u>, for every row
-        return by_blocks(lambda xb, pb: ((pb @ other.T) * xb) @ other, p)
+        # b - A x0 = c H_u^T (1 - H_u x0) - alpha0 x0 H^T H - reg x0
+        ones_minus = 1.0 - jnp.einsum("rld,rd->rl", h, x0)
+        residual = conf * jnp.einsum("rl,rld->rd", ones_minus, h)
+        residual = residual - x0 @ gram - reg_r[:, None] * x0
+        return _cg(matvec, residual, x0, cg_steps)
 
-    def matvec(p):
-        return p @ gram + reg_rows[:, None] * p + conf * own(p)
-
-    residual = by_blocks(lambda xb, pb: ((1.0 - pb @ other.T) * xb) @ other, x)
-    residual = conf * residual - x @ gram - reg_rows[:, None] * x
-    return _cg_from_residual(matvec, residual, x, cg_steps)
+    new = x
+    for rows, cols in side_buckets:  # every row is in one bucket: all of `new` is rewritten
+        solved = jax.lax.map(chunk, (rows, cols))
+        new = new.at[rows.reshape(-1)].set(solved.reshape(-1, d), mode="drop")
+    return new
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "cg_steps", "chunk_size", "row_chunk"))
+@functools.partial(jax.jit, static_argnames=("solver", "cg_steps", "chunk_size"))
 def sweep(
     params: dict,
     data: dict,
@@ -194,7 +238,6 @@ def sweep(
     solver: str = "cg",
     cg_steps: int = 3,
     chunk_size: int = 8192,
-    row_chunk: int = 1024,
 ) -> dict:
     """One alternating pass: every user row given the items, then every item row given them.
 
@@ -204,28 +247,26 @@ def sweep(
       alpha0, reg, nu, confidence: the objective's weights (module docstring).
       solver: "cholesky" (exact) or "cg" (`cg_steps` steps from the current rows).
       chunk_size: interactions per block of the "cholesky" outer-product sums.
-      row_chunk: rows per block of the dense-layout CG products (1024 measured fastest on
-        the ML-1M shape: 0.35 s a sweep against 0.45 s with all 6,040 users in one block).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     hp = (alpha0, reg, nu, confidence)
-    if solver == "cg" and "x" in data:
-        users = _solve_side_dense(
-            params["users"], params["items"], data["x"], data["user_counts"],
-            hp, cg_steps, row_chunk,
+    if solver == "cg":
+        users = _solve_side_cg(
+            params["users"], params["items"], data["user_buckets"], data["user_counts"], hp,
+            cg_steps,
         )  # fmt: skip
-        items = _solve_side_dense(
-            params["items"], users, data["xt"], data["item_counts"], hp, cg_steps, row_chunk
+        items = _solve_side_cg(
+            params["items"], users, data["item_buckets"], data["item_counts"], hp, cg_steps
         )
         return {"users": users, "items": items}
     users = _solve_side(
         params["users"], params["items"], data["user_of"], data["item_of"],
-        data["user_counts"], hp, solver, cg_steps, chunk_size,
+        data["user_counts"], hp, chunk_size,
     )  # fmt: skip
     items = _solve_side(
         params["items"], users, data["item_major_items"], data["item_major_users"],
-        data["item_counts"], hp, solver, cg_steps, chunk_size,
+        data["item_counts"], hp, chunk_size,
     )  # fmt: skip
     return {"users": users, "items": items}
 
@@ -265,13 +306,12 @@ def fit(
     confidence: float = 1.0,
     solver: str = "cg",
     cg_steps: int = 3,
-    layout: str = "auto",
     init_scale: float = 0.1,
     key=None,
 ) -> dict:
     """`init` then `sweeps` sweeps; key defaults to `jax.random.key(0)`."""
     key = jax.random.key(0) if key is None else key
-    data = prepare(indptr, indices, num_users=num_users, num_items=num_items, layout=layout)
+    data = prepare(indptr, indices, num_users=num_users, num_items=num_items)
     params = init(key, num_users=num_users, num_items=num_items, factors=factors, scale=init_scale)
     hp = dict(alpha0=alpha0, reg=reg, nu=nu, confidence=confidence)
     for _ in range(sweeps):
