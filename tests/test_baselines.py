@@ -4,6 +4,8 @@ Tolerances: float32 device results vs float64 NumPy; rtol/atol 1e-4 unless a tes
 (EASE: 2e-3 relative, an inverse of a float32 Gram matrix; iALS: 1e-3).
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -247,13 +249,11 @@ def test_ials_buckets_hold_every_row_once_with_its_own_columns():
     counts = np.minimum(rng.zipf(1.6, 300) - 1, 200)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     cols = rng.integers(0, 500, indptr[-1]).astype(np.int32)
-    seen = []
+    lengths, seen = ials.bucket_lengths(counts), []
     for rows, padded in ials.buckets(indptr, cols, num_cols=500):
         rows, padded = np.asarray(rows).reshape(-1), np.asarray(padded)
         length = padded.shape[-1]
-        assert length in ials.bucket_lengths(200) and padded.shape[1] * length <= max(
-            ials.BUCKET_ELEMENTS, length
-        )
+        assert length in lengths and padded.shape[1] * length <= max(ials.BUCKET_ELEMENTS, length)
         padded = padded.reshape(-1, length)
         for r, row_cols in zip(rows, padded, strict=True):
             if r == 300:  # a padding row: nothing but padding ids
@@ -261,10 +261,27 @@ def test_ials_buckets_hold_every_row_once_with_its_own_columns():
                 continue
             seen.append(r)
             n = counts[r]
-            assert n <= length and (n == 0 or length < ials.BUCKET_GROWTH * max(n, 8) + 8)
+            assert length == min(x for x in lengths if x >= n)  # the tightest chosen length
             np.testing.assert_array_equal(row_cols[:n], cols[indptr[r] : indptr[r + 1]])
             assert (row_cols[n:] == 500).all()
     assert sorted(seen) == list(range(300))
+
+
+@pytest.mark.parametrize("max_buckets", [1, 3, 5])
+def test_ials_bucket_lengths_pad_least_among_every_choice(max_buckets, monkeypatch):
+    """The dynamic programme against brute force over every subset of the candidates."""
+    monkeypatch.setattr(ials, "MAX_BUCKETS", max_buckets)
+    counts = np.minimum(np.random.default_rng(6).zipf(1.5, 400), 150)
+    candidates = ials.candidate_lengths(150)
+    padded = lambda chosen: sum(min(x for x in chosen if x >= n) for n in counts)
+    subsets = [
+        [*rest, candidates[-1]]
+        for k in range(max_buckets)
+        for rest in itertools.combinations(candidates[:-1], k)
+    ]
+    got = ials.bucket_lengths(counts)
+    assert len(got) <= max_buckets and got[-1] == candidates[-1]
+    assert padded(got) == min(padded(s) for s in subsets)
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ outer products over a fixed-size chunk of interactions) and solves it exactly; "
 `implicit` library). A sweep solves users, then items; `fit` = `init` + `sweeps` sweeps.
 
 CG works on rows grouped by their number of interactions (`buckets`): a bucket's rows are
-padded to one length L (lengths grow by BUCKET_GROWTH, rounded up to multiples of 8, so a row
-longer than 40 is less than a quarter padding; ML-1M's sides 13-14 % in all), and a
+padded to one length L (at most MAX_BUCKETS lengths a side, picked from lengths growing by
+BUCKET_GROWTH to pad least; ML-1M's sides 14 % and 24 % padding), and a
 chunk of R rows (R x L about BUCKET_ELEMENTS) gathers its [R, L, d] other-side factors once
 and runs every CG step on them while they are in cache. Its matrix-vector products are batched
 dots over the rows' own interactions, O(nnz d) a step: on the ML-1M shape 0.24-0.34 s a sweep
@@ -56,6 +56,7 @@ SOLVERS = ("cholesky", "cg")
 BUCKET_GROWTH = 1.25  # each bucket's padded length over the previous one's
 BUCKET_ELEMENTS = 2048  # rows x padded length of a CG chunk: [R, L, d] float32, 512 kB at d = 64
 MIN_LENGTH = 8
+MAX_BUCKETS = 12  # per side; each compiles on its own (about 0.5 s here)
 
 
 def prepare(indptr, indices, *, num_users: int, num_items: int) -> dict:
@@ -86,13 +87,38 @@ def prepare(indptr, indices, *, num_users: int, num_items: int) -> dict:
     return data
 
 
-def bucket_lengths(max_count: int) -> list[int]:
+def candidate_lengths(max_count: int) -> list[int]:
     """Padded lengths MIN_LENGTH, then each BUCKET_GROWTH x the last (multiples of 8), up to the
     first that holds `max_count`."""
     lengths = [MIN_LENGTH]
     while lengths[-1] < max_count:
         lengths.append(int(np.ceil(lengths[-1] * BUCKET_GROWTH / 8) * 8))
     return lengths
+
+
+def bucket_lengths(counts) -> list[int]:
+    """At most MAX_BUCKETS of `candidate_lengths`, the largest among them, chosen to minimise
+    the padded entries sum_rows L(row), where a row of n entries takes the smallest chosen
+    L >= n (dynamic programming over the candidates). Each bucket is a program of its own, so
+    fewer buckets compile faster; the long rows, which hold most entries, keep tight lengths."""
+    counts = np.asarray(counts)
+    lengths = candidate_lengths(int(counts.max(initial=0)))
+    rows = np.bincount(np.searchsorted(lengths, counts), minlength=len(lengths))
+    before = np.concatenate([[0], np.cumsum(rows)])  # rows in candidates < j: before[j]
+    m = len(lengths)
+    # best[j]: the least padded size of the rows up to candidate j with j chosen; from[j] the
+    # previous chosen candidate (-1: none), for one more bucket per round.
+    best = np.array([lengths[j] * before[j + 1] for j in range(m)], np.float64)
+    choice = [[j] for j in range(m)]
+    for _ in range(MAX_BUCKETS - 1):
+        new_best, new_choice = best.copy(), [list(c) for c in choice]
+        for j in range(m):
+            for i in range(j):
+                cost = best[i] + lengths[j] * (before[j + 1] - before[i + 1])
+                if cost < new_best[j]:
+                    new_best[j], new_choice[j] = cost, [*choice[i], j]
+        best, choice = new_best, new_choice
+    return [lengths[j] for j in choice[m - 1]]
 
 
 def buckets(indptr, cols, num_cols: int) -> tuple:
@@ -104,13 +130,13 @@ def buckets(indptr, cols, num_cols: int) -> tuple:
 
     Returns:
       ((rows [n, R] int32, cols [n, R, L] int32), ...): one pair per non-empty bucket of
-      `bucket_lengths`; every row sits in exactly one, in chunks of R = BUCKET_ELEMENTS // L
+      `bucket_lengths(counts)`; every row sits in exactly one, in chunks of R = BUCKET_ELEMENTS // L
       rows (padding rows have id `rows`, padding entries id `num_cols`).
     """
     indptr, cols = np.asarray(indptr, np.int64), np.asarray(cols, np.int32)
     counts = np.diff(indptr)
     num_rows = len(counts)
-    lengths = bucket_lengths(int(counts.max(initial=0)))
+    lengths = bucket_lengths(counts)
     which = np.searchsorted(lengths, counts)  # the first length that holds the row
     out = []
     for b, length in enumerate(lengths):
