@@ -71,8 +71,8 @@ def prepare(indptr, indices, *, num_users: int, num_items: int) -> dict:
     indptr, indices = _matrix.check_csr(indptr, indices, num_users, num_items)
     users = _matrix.rows_of(indptr)
     order = np.lexsort((users, indices))
-    item_counts = np.bincount(indices, minlength=num_items)
-    item_indptr = np.concatenate([[0], np.cumsum(item_counts)])
+    user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
+    item_indptr = np.concatenate([[0], np.cumsum(item_counts)])  # of the item-major pairs
     data = {
         "user_of": users,
         "item_of": indices,
@@ -80,7 +80,7 @@ def prepare(indptr, indices, *, num_users: int, num_items: int) -> dict:
         "item_major_users": users[order],
     }
     data = {name: jnp.asarray(a, jnp.int32) for name, a in data.items()}
-    data["user_counts"] = jnp.asarray(np.diff(indptr), jnp.float32)
+    data["user_counts"] = jnp.asarray(user_counts, jnp.float32)
     data["item_counts"] = jnp.asarray(item_counts, jnp.float32)
     data["user_buckets"] = buckets(indptr, indices, num_items)
     data["item_buckets"] = buckets(item_indptr, users[order], num_users)
@@ -106,8 +106,8 @@ def bucket_lengths(counts) -> list[int]:
     rows = np.bincount(np.searchsorted(lengths, counts), minlength=len(lengths))
     before = np.concatenate([[0], np.cumsum(rows)])  # rows in candidates < j: before[j]
     m = len(lengths)
-    # best[j]: the least padded size of the rows up to candidate j with j chosen; from[j] the
-    # previous chosen candidate (-1: none), for one more bucket per round.
+    # best[j]: the least padded size of the rows up to candidate j with j the largest chosen,
+    # choice[j] the candidates chosen for it; each round allows one bucket more.
     best = np.array([lengths[j] * before[j + 1] for j in range(m)], np.float64)
     choice = [[j] for j in range(m)]
     for _ in range(MAX_BUCKETS - 1):
