@@ -149,15 +149,20 @@ def closed_form_epoch(fit):
     return train_epoch
 
 
-def ials_epoch(hp: dict):
-    """train_epoch of iALS: one sweep; the loss is the objective after it."""
+def ials_epoch(state, data, key):
+    """train_epoch of iALS: one sweep; the loss is the objective after it.
 
-    def train_epoch(state, data, key):
-        del key  # a sweep is deterministic given its start
-        params = baselines.ials.sweep(state.params, data, **hp)
-        return FitState(state.epoch + 1, params), baselines.ials.objective(params, data, **hp)
+    `data` is {"interactions": `baselines.ials.prepare(...)`, "hyperparameters": alpha0, reg and
+    nu as float32 arrays}: traced, not closed over, so every point of a search over them runs one
+    compiled program (and the persistent compilation cache serves the next run of the grid).
+    """
+    del key  # a sweep is deterministic given its start
+    interactions, hp = data["interactions"], data["hyperparameters"]
+    params = baselines.ials.sweep(state.params, interactions, **hp)
+    return FitState(state.epoch + 1, params), baselines.ials.objective(params, interactions, **hp)
 
-    return train_epoch
+
+_jitted_ials_epoch = jax.jit(ials_epoch)  # one function, so the runs of a process share its cache
 
 
 def _ials_states(data: InteractionData, m: ClassicModelConfig, seeds: list[int]):
@@ -191,9 +196,12 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     seeds = list(range(t.seed, t.seed + t.num_seeds))
     if m.model == "ials":
         state, key = _ials_states(data, m, seeds)
-        train_epoch, fit_data = ials_epoch(hp), baselines.ials.prepare(indptr, indices, **sizes)
-        if t.num_seeds == 1:  # the loop jits the vmapped epoch itself for replicas
-            train_epoch = jax.jit(train_epoch)
+        fit_data = {
+            "interactions": baselines.ials.prepare(indptr, indices, **sizes),
+            "hyperparameters": {k: jnp.float32(v) for k, v in hp.items()},
+        }
+        # The loop jits the vmapped epoch itself for replicas.
+        train_epoch = ials_epoch if t.num_seeds > 1 else _jitted_ials_epoch
     else:
         fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
         shapes = jax.eval_shape(fit)  # the fitted pytree, so a checkpoint restores into it
