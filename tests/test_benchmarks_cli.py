@@ -41,14 +41,16 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
-@pytest.mark.parametrize("module", sorted(FLAGS))
-def test_helpshort_lists_the_benchmarks_flags(module):
-    proc = _run(module, "--helpshort")
+def _listed(helpshort: str) -> set[str]:
+    return {line.split(":")[0].strip() for line in helpshort.splitlines() if "  --" in line}
+
+
+def test_helpshort_of_a_benchmark_lists_its_flags():
+    proc = _run("ncf_epoch", "--helpshort")
     # absl ends every --help with exit status 1 (app.HelpFlag), after the usage on stdout.
     assert proc.returncode == 1, proc.stderr
     assert "Try --helpfull" in proc.stdout and "Traceback" not in proc.stderr
-    listed = {line.split(":")[0].strip() for line in proc.stdout.splitlines() if "  --" in line}
-    assert listed == {f"--{name}" for name in FLAGS[module]}
+    assert _listed(proc.stdout) == {f"--{name}" for name in FLAGS["ncf_epoch"]}
 
 
 BAD = {  # benchmark -> [(a bad flag value, what its absl error says)]
@@ -59,12 +61,15 @@ BAD = {  # benchmark -> [(a bad flag value, what its absl error says)]
                   ("--shapes=ml-5m", "unknown or empty --shapes")],
 }  # fmt: skip
 
-# Parses argv lists with the benchmark's own flags and validators in one process (a process
-# per case cost 3-5 s of imports): "ok" or the absl error of each.
+# Imports the benchmark as its __main__ would (a flag clash with what it imports fails here),
+# lists its key flags (those --helpshort shows) and parses argv lists with its own flags and
+# validators, all in one process (a process per case cost 2-5 s of imports): the key flags and
+# "ok" or the absl error of each argv.
 PARSE = """
 import importlib, json, sys
 from absl import flags
-module = importlib.import_module("benchmarks." + sys.argv[1])
+name = "benchmarks." + sys.argv[1]
+module = importlib.import_module(name)
 getattr(module, "define_flags", lambda: None)()  # as its __main__ does
 out = []
 for argv in json.loads(sys.argv[2]):
@@ -74,20 +79,25 @@ for argv in json.loads(sys.argv[2]):
     except flags.Error as error:
         out.append(str(error))
     flags.FLAGS.unparse_flags()
-print(json.dumps(out))
+# Run as a script, its flags and those benchmarks.common adopts belong to sys.argv[0].
+key = sorted({f.name for m in (name, sys.argv[0]) for f in flags.FLAGS.get_key_flags_for_module(m)})
+print(json.dumps({"key_flags": key, "parsed": out}))
 """
 
 
 @pytest.mark.parametrize("module", sorted(FLAGS))
-def test_default_flags_parse_and_bad_values_are_one_absl_error(module):
-    """The defaults pass every flag validator; each bad value fails its own with its message
-    (as a command line, absl prints that message and exits 1 before main runs)."""
+def test_flags_are_its_own_defaults_parse_and_bad_values_are_one_absl_error(module):
+    """The benchmark defines exactly its flags (what --helpshort lists); the defaults pass every
+    flag validator; each bad value fails its own with its message (as a command line, absl
+    prints that message and exits 1 before main runs)."""
     cases = [[]] + [[flag] for flag, _ in BAD.get(module, [])]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", PARSE, module, json.dumps(cases)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["key_flags"] == sorted(FLAGS[module])
+    got = out["parsed"]
     assert got[0] == "ok", got[0]
     for (flag, message), error in zip(BAD.get(module, []), got[1:], strict=True):
         assert message in error, (flag, error)
