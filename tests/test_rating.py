@@ -45,7 +45,8 @@ def _data(users, items, ratings, test, num_users, num_items) -> InteractionData:
 
 def test_biased_mf_shapes_and_first_prediction():
     model = BiasedMF(NU, NI, num_factors=4)
-    params = model.init(jax.random.key(0), jnp.array([0, 1]), jnp.array([2, 3]))
+    # Jitted, as the tasks call them: op-by-op, every op compiled on its own (seconds a test).
+    params = jax.jit(model.init)(jax.random.key(0), jnp.array([0, 1]), jnp.array([2, 3]))
     shapes = jax.tree.map(jnp.shape, params["params"])
     assert shapes == {
         "mf_user": {"embedding": (NU, 4)},
@@ -54,7 +55,7 @@ def test_biased_mf_shapes_and_first_prediction():
         "bias_item": {"embedding": (NI, 1)},
         "bias": (),
     }
-    grid = model.apply(params, jnp.zeros((3, 5), jnp.int32), jnp.zeros((3, 5), jnp.int32))
+    grid = jax.jit(model.apply)(params, jnp.zeros((3, 5), jnp.int32), jnp.zeros((3, 5), jnp.int32))
     assert grid.shape == (3, 5)
     # Embeddings N(0, 0.01) and zero biases: sigmoid(~0) * 5.5 ~ 2.75.
     np.testing.assert_allclose(grid, 2.75, atol=0.1)
@@ -67,25 +68,26 @@ def test_y_range_bounds_even_for_huge_outputs():
         RatingMLP(NU, NI, layers=(8, 4), y_range=y_range),
     ):
         users, items = jnp.arange(NU), jnp.arange(NU) % NI
-        params = model.init(jax.random.key(1), users, items)
-        params = jax.tree.map(lambda x: x * 1e3 + 50.0, params)  # drive the raw output far out
-        out = model.apply(params, users, items)
+        params = jax.jit(model.init)(jax.random.key(1), users, items)
+        far = jax.jit(lambda p: jax.tree.map(lambda x: x * 1e3 + 50.0, p))
+        out = jax.jit(model.apply)(far(params), users, items)  # the raw output driven far out
         assert out.shape == (NU,)
         assert jnp.all(out >= y_range[0]) and jnp.all(out <= y_range[1])
     raw = BiasedMF(NU, NI, y_range=None)
-    params = jax.tree.map(lambda x: x + 10.0, raw.init(jax.random.key(1), users, items))
-    assert jnp.all(raw.apply(params, users, items) > 10.0)
+    params = jax.tree.map(lambda x: x + 10.0, jax.jit(raw.init)(jax.random.key(1), users, items))
+    assert jnp.all(jax.jit(raw.apply)(params, users, items) > 10.0)
 
 
 def test_rating_mlp_dropout_and_side_features():
     model = RatingMLP(NU, NI, layers=(8, 16), dropout=0.5)
     users, items, side = jnp.arange(4), jnp.arange(4), jnp.ones((4, 3))
-    params = model.init(jax.random.key(0), users, items, side)
+    params = jax.jit(model.init)(jax.random.key(0), users, items, side)
     assert params["params"]["mlp_dense_0"]["kernel"].shape == (8 + 3, 16)
-    eval_out = model.apply(params, users, items, side)
-    np.testing.assert_array_equal(eval_out, model.apply(params, users, items, side))
+    apply = jax.jit(model.apply, static_argnames="train")
+    eval_out = apply(params, users, items, side)
+    np.testing.assert_array_equal(eval_out, apply(params, users, items, side))
     key = {"dropout": jax.random.key(3)}
-    train_out = model.apply(params, users, items, side, train=True, rngs=key)
+    train_out = apply(params, users, items, side, train=True, rngs=key)
     assert not np.allclose(eval_out, train_out)
 
 
