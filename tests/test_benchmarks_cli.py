@@ -41,16 +41,13 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
-def _listed(helpshort: str) -> set[str]:
-    return {line.split(":")[0].strip() for line in helpshort.splitlines() if "  --" in line}
-
-
 def test_helpshort_of_a_benchmark_lists_its_flags():
     proc = _run("ncf_epoch", "--helpshort")
     # absl ends every --help with exit status 1 (app.HelpFlag), after the usage on stdout.
     assert proc.returncode == 1, proc.stderr
     assert "Try --helpfull" in proc.stdout and "Traceback" not in proc.stderr
-    assert _listed(proc.stdout) == {f"--{name}" for name in FLAGS["ncf_epoch"]}
+    listed = {line.split(":")[0].strip() for line in proc.stdout.splitlines() if "  --" in line}
+    assert listed == {f"--{name}" for name in FLAGS["ncf_epoch"]}
 
 
 BAD = {  # benchmark -> [(a bad flag value, what its absl error says)]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import compare, recommend, xla
+from ncf_jax import baselines, compare, recommend, xla
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import UsageError
 from ncf_jax.tasks import classic, configs_from_options, train_and_evaluate
@@ -72,6 +72,28 @@ def test_ials_objective_does_not_increase_over_sweeps(folder, tmp_path):
     losses = [h["loss"] for h in results["history"]]
     assert len(losses) == 5 and all(b <= a * (1 + 1e-5) for a, b in itertools.pairwise(losses))
     assert results["seed"] == [0, 1] and len(results["best_epoch"]) == 2
+
+
+def test_ials_grid_points_share_one_compiled_sweep(folder):
+    """alpha0, reg and nu are arguments of the compiled epoch: two grid points compile once, and
+    each sweeps as `baselines.ials.sweep` with those values as Python constants."""
+    compiled = []  # programs in the epoch's cache after each point (other files' runs included)
+    for point in ({"ials_reg": 0.01, "ials_alpha0": 0.3}, {"ials_reg": 0.03, "ials_alpha0": 1.0}):
+        given = {"dataset": "ncf:tiny", "data_dir": str(folder), "model": "ials"}
+        configs = configs_from_options(classic, given | {"ials_factors": 8} | point)
+        task = classic.build(classic.load_data(configs), configs)
+        start = task.state.params
+        state, loss = task.train_epoch(task.state, task.data, task.key)
+        hp = configs["model"].hyperparameters()
+        want = baselines.ials.sweep(start, task.data["interactions"], **hp)
+        for name in ("users", "items"):
+            np.testing.assert_allclose(state.params[name], want[name], rtol=1e-5, atol=1e-6)
+        assert float(loss) == pytest.approx(
+            float(baselines.ials.objective(want, task.data["interactions"], **hp)), rel=1e-5
+        )
+        compiled.append((task.train_epoch, task.train_epoch._cache_size()))
+    (first, n), (second, m) = compiled
+    assert first is second and m == n  # one jitted epoch, no second program
 
 
 def test_deterministic_models_refuse_seeds(folder, tmp_path):
