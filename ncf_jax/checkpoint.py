@@ -44,18 +44,47 @@ def _manager(directory: str | pathlib.Path, keep: int = 1) -> ocp.CheckpointMana
     )
 
 
-def save(directory, step: int, state, meta: dict, *, keep: int = 1) -> None:
-    """Saves `state` (any Flax-serialisable pytree) and JSON `meta` as `step`; the newest `keep`
-    steps are kept."""
-    with _manager(directory, keep) as manager:
-        manager.save(
+class Writer:
+    """A checkpoint folder held open for a run's saves: `save(step, state, meta)` writes `state`
+    (any Flax-serialisable pytree) and JSON `meta` as `step`, keeping the newest `keep` steps.
+
+    Each save has finished (synchronously, on every process) when it returns. One Orbax manager
+    serves all of a run's saves: opening and closing one per save doubled a small state's save
+    (0.18 s against 0.09 s a save for a tiny NeuMF, two saves an epoch). The manager opens at
+    the first save, so a folder never saved to is not created.
+    """
+
+    def __init__(self, directory, keep: int = 1):
+        self._directory, self._keep, self._manager = directory, keep, None
+
+    def save(self, step: int, state, meta: dict) -> None:
+        if self._manager is None:
+            self._manager = _manager(self._directory, self._keep)
+        self._manager.save(
             int(step),
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(serialization.to_state_dict(state)),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
-        manager.wait_until_finished()
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def save(directory, step: int, state, meta: dict, *, keep: int = 1) -> None:
+    """Saves `state` and JSON `meta` as `step` of `directory` once (`Writer` for many saves)."""
+    with Writer(directory, keep) as writer:
+        writer.save(step, state, meta)
 
 
 def latest_step(directory) -> int | None:

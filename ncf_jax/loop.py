@@ -174,25 +174,29 @@ def run(task: Task, workdir, *, plot: bool = True) -> dict:
     if histories[0]:  # resumed: the record so far, under the head of this run
         results |= _summary(task, histories)
     progress = reporting.Progress(task.epochs, start=len(histories[0]))
-    for epoch in range(len(histories[0]) + 1, task.epochs + 1):
-        t0 = time.perf_counter()
-        state, losses = epoch_fn(state, task.data, train_key)
-        losses = np.asarray(distributed.fetch(losses), np.float64).reshape(n)  # waits for devices
-        t1 = time.perf_counter()
-        metrics = _fetch(evaluate(state.params, fold(eval_key, epoch)), n)
-        seconds = (t1 - t0, time.perf_counter() - t1)
-        for replica, loss, values in zip(histories, losses, metrics, strict=True):
-            replica.append(history.epoch_entry(epoch, float(loss), values, *seconds))
-        results |= _summary(task, histories)
-        reporting.log_epoch(results["history"][-1])
-        progress.update(
-            reporting.format_metrics({task.select: results["history"][-1][task.select]})
-        )
-        meta = {"epoch": epoch, "histories": histories, "init": init, "results": results}
-        if n == 1 and history.select_best(histories[0], task.select, task.mode)["epoch"] == epoch:
-            checkpoint.save(ckpt / "best", epoch, state, meta)
-        checkpoint.save(ckpt / "latest", epoch, state, meta, keep=2)
-        _write(workdir, results)
+    best, latest = checkpoint.Writer(ckpt / "best"), checkpoint.Writer(ckpt / "latest", keep=2)
+    with best, latest:  # one Orbax manager each for the run's saves
+        for epoch in range(len(histories[0]) + 1, task.epochs + 1):
+            t0 = time.perf_counter()
+            state, losses = epoch_fn(state, task.data, train_key)
+            losses = distributed.fetch(losses)  # waits for the devices
+            losses = np.asarray(losses, np.float64).reshape(n)
+            t1 = time.perf_counter()
+            metrics = _fetch(evaluate(state.params, fold(eval_key, epoch)), n)
+            seconds = (t1 - t0, time.perf_counter() - t1)
+            for replica, loss, values in zip(histories, losses, metrics, strict=True):
+                replica.append(history.epoch_entry(epoch, float(loss), values, *seconds))
+            results |= _summary(task, histories)
+            reporting.log_epoch(results["history"][-1])
+            progress.update(
+                reporting.format_metrics({task.select: results["history"][-1][task.select]})
+            )
+            meta = {"epoch": epoch, "histories": histories, "init": init, "results": results}
+            chosen = history.select_best(histories[0], task.select, task.mode)["epoch"]
+            if n == 1 and chosen == epoch:
+                best.save(epoch, state, meta)
+            latest.save(epoch, state, meta)
+            _write(workdir, results)
 
     _write(workdir, results)
     title = f"{results.get('model')} on {results.get('dataset')}"

@@ -1,5 +1,7 @@
 """Checkpoints: a TrainState (dense and lazy optimiser states) round-trips exactly."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +28,8 @@ def test_train_state_round_trips_exactly(tmp_path, lazy):
     loss_fn = train.make_loss_fn(model.apply, ModelConfig())
     step = train.lazy_step if lazy else train.dense_step
     kwargs = {"learning_rate": 0.01, "tables": tables} if lazy else {}
-    state, _ = step(state, batch, loss_fn=loss_fn, tx=tx, **kwargs)  # non-trivial moments
+    step = jax.jit(functools.partial(step, loss_fn=loss_fn, tx=tx, **kwargs))  # as the epoch
+    state, _ = step(state, batch)  # non-trivial moments
     checkpoint.save(tmp_path / "ckpt", 7, state, {"note": "x", "history": [{"epoch": 1}]})
     template = train.create_train_state(params, tx, lazy=lazy, tables=tables)
     restored, meta = checkpoint.restore(tmp_path / "ckpt", template)
@@ -44,3 +47,17 @@ def test_train_state_round_trips_exactly(tmp_path, lazy):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint found"):
         checkpoint.restore_params(tmp_path)
+
+
+def test_a_writer_keeps_the_newest_steps_and_creates_nothing_unused(tmp_path):
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    with checkpoint.Writer(tmp_path / "kept", keep=2) as writer:
+        for step in (1, 2, 3):
+            writer.save(step, {"w": state["w"] * step}, {"step": step})
+            assert checkpoint.latest_step(tmp_path / "kept") == step  # finished when it returns
+    with checkpoint.Writer(tmp_path / "unused"):
+        pass
+    assert checkpoint.all_steps(tmp_path / "kept") == [2, 3]
+    restored, meta = checkpoint.restore(tmp_path / "kept", step=2)
+    np.testing.assert_array_equal(restored["w"], state["w"] * 2)
+    assert meta == {"step": 2} and not (tmp_path / "unused").exists()
