@@ -168,7 +168,7 @@ def test_userknn_loops(data):
     np.testing.assert_allclose(userknn.score(params, all_users()), expected, atol=1e-4)
 
 
-def test_rp3beta_loop(data):
+def test_rp3beta_loop(data, monkeypatch):
     indptr, indices, x = data
     alpha, beta, k = 0.8, 0.4, 6
     n_u, n_i = x.sum(1), x.sum(0)
@@ -186,6 +186,44 @@ def test_rp3beta_loop(data):
     pruned /= np.maximum(pruned.sum(1, keepdims=True), 1e-12)
     params = rp3beta.fit(indptr, indices, **kw(), alpha=alpha, beta=beta, k=k, normalize=True)
     np.testing.assert_allclose(rp3beta.score(params, all_users()), x @ pruned, atol=1e-4)
+    assert rp3beta.for_scoring(params) is params  # too small to gain from splitting W
+    monkeypatch.setattr(rp3beta, "SPLIT_MIN_MACS", 0)
+    split = rp3beta.for_scoring(params)  # what the evaluation of a large W scores
+    assert "w" not in split and "neighbours" in split
+    np.testing.assert_allclose(rp3beta.score(split, all_users()), x @ pruned, atol=1e-4)
+
+
+@pytest.mark.parametrize("cap", [0, 2, NI, None])
+def test_split_columns_score_as_the_dense_product(data, cap):
+    """Ragged columns (1 to NI entries) as lists up to `cap` entries, the rest dense: X @ W."""
+    x = data[2]
+    rng = np.random.default_rng(5)
+    w = rng.random((NI, NI)) * (rng.random((NI, NI)) < np.linspace(0.05, 1.0, NI)[None, :])
+    w[:, 0], w[3, 0] = 0.0, 0.7  # a one-entry column
+    params = {
+        "x": jnp.asarray(x, jnp.int8),
+        **_matrix.split_columns(jnp.asarray(w, jnp.float32), cap),
+    }
+    counts = (w != 0).sum(0)
+    chosen = _matrix.list_cap(counts) if cap is None else cap  # None: 0 here, all dense
+    dense = np.asarray(params["dense"])
+    assert len(dense) % _matrix.DENSE_PAD == 0 and set(dense) == set(
+        np.flatnonzero(counts > chosen)
+    )
+    if cap == 2:  # both kinds of column
+        assert 0 < len(set(dense)) < NI
+    np.testing.assert_allclose(
+        _matrix.score_split(params, all_users()), x @ w, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_list_cap_weighs_list_entries_against_dense_columns():
+    """Columns of 1 entry and of 1,000: lists of 1 and the long ones dense, unless dense columns
+    cost more than the lists (many long columns) or lists cost more than everything dense."""
+    counts = np.array([1] * 900 + [1000] * 10)
+    assert _matrix.list_cap(counts, list_cost=16) == 8  # the smallest cap: 8 * 16 + 10 dense
+    assert _matrix.list_cap(counts, list_cost=1000) == 0  # 910 dense columns cost less
+    assert _matrix.list_cap(np.full(50, 40), list_cost=1) == 48  # 48 < 50 dense columns
 
 
 def test_puresvd_matches_numpy_svd(data):

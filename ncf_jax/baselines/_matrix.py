@@ -1,5 +1,6 @@
 """Stage: model (baselines). Shared matrix pieces: the binary user-item matrix, chunked Gram
-products, top-k pruning, neighbour-list scoring and the TF-IDF / BM25 feature weights.
+products, top-k pruning, neighbour-list (and list-plus-dense) scoring and the TF-IDF / BM25
+feature weights.
 
 The binary matrix X is kept dense as int8 [num_users, num_items] on the device: exact for 0/1,
 a quarter of float32 (ML-1M 22 MB, ML-20M 3.7 GB), and a row gather is all `score` needs to
@@ -165,6 +166,61 @@ def score_neighbours(params: dict, users: jax.Array, *, chunk: int = NEIGHBOUR_C
 
     scores = jax.lax.map(block, pad_rows(x[users], chunk))
     return scores.reshape(-1, x.shape[1])[: users.shape[0]]
+
+
+LIST_COST = 16  # dense multiply-adds one list entry costs (ItemKNN on ML-1M: k = 100 lists 2.3-2.6x
+# faster than the dense product of 3,706 columns, 2-core Xeon)
+LIST_CAPS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+DENSE_PAD = 32  # dense columns of `split_columns` padded to a multiple of this
+
+
+def list_costs(column_counts, *, list_cost: int = LIST_COST) -> dict[int, int]:
+    """{cap: cost} of scoring one user through `split_columns(w, cap)`, in dense columns:
+    columns with up to `cap` entries as lists (`cap * list_cost`), the others dense (1 each);
+    cap 0 is all of them dense."""
+    column_counts = np.asarray(column_counts)
+    costs = {0: int(np.count_nonzero(column_counts))}
+    return costs | {cap: cap * list_cost + int(np.sum(column_counts > cap)) for cap in LIST_CAPS}
+
+
+def list_cap(column_counts, *, list_cost: int = LIST_COST) -> int:
+    """The cap of `list_costs` that costs least (the smaller on a tie)."""
+    costs = list_costs(column_counts, list_cost=list_cost)
+    return min(costs, key=lambda cap: (costs[cap], cap))
+
+
+def split_columns(w: jax.Array, cap: int | None = None) -> dict:
+    """An item-item W [n, n] whose columns are ragged (RP3beta keeps top-k per row) as
+    `score_split` reads it: each column with at most `cap` entries as a list, the others dense.
+
+    Returns {"neighbours": [n, cap] int32, "weights": [n, cap]} (a column's sources in
+    ascending order, then zero weights; all zero for a dense column), "dense": [h] int32 ids
+    of the dense columns and "w_dense": [n, h] their entries, h padded to a multiple of
+    DENSE_PAD by zero columns added to the first dense column (so the fits of a search share a
+    few compiled evaluators). cap: None chooses by `list_cap`.
+    """
+    nonzero = w != 0
+    counts = np.asarray(jnp.sum(nonzero, axis=0))
+    cap = list_cap(counts) if cap is None else cap
+    dense = np.flatnonzero(counts > cap).astype(np.int32)
+    pad = -len(dense) % DENSE_PAD
+    w_dense = jnp.pad(w[:, dense], [(0, 0), (0, pad)])
+    dense = np.pad(dense, (0, pad), mode="edge")  # x + 0 is x: the padding changes nothing
+    # top_k puts equal values in index order: each column's entries first, by source id.
+    _, ids = jax.lax.top_k(nonzero.T.astype(jnp.float32), max(cap, 1))
+    weights = jnp.take_along_axis(w.T, ids, axis=1)
+    weights = jnp.where(jnp.asarray(counts <= cap)[:, None], weights, jnp.zeros((), w.dtype))
+    return {"neighbours": ids.astype(jnp.int32), "weights": weights,
+            "dense": jnp.asarray(dense), "w_dense": w_dense}  # fmt: skip
+
+
+@jax.jit
+def score_split(params: dict, users: jax.Array) -> jax.Array:
+    """[len(users)] int32 -> [len(users), n] float32: X[users] @ W of a `split_columns` W (with
+    "x"), the list columns by `score_neighbours` and the dense ones by one product."""
+    scores = score_neighbours(params, users)
+    rows = user_rows(params["x"], users)
+    return scores.at[:, params["dense"]].add(rows @ params["w_dense"])
 
 
 def feature_weights(doc_counts, term_counts, weighting: str) -> tuple[np.ndarray, np.ndarray]:

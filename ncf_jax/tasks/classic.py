@@ -136,6 +136,15 @@ def epochs_of(model: str, epochs: int) -> int:
     return epochs or (IALS_SWEEPS if model == "ials" else 1)
 
 
+def _for_scoring(name: str, evaluate_fn):
+    """`evaluate_fn` on the fitted params as the baseline scores them fastest: through its
+    module's `for_scoring` (RP3beta splits W; eager, its shapes depend on W), where it has one."""
+    prepare = getattr(baselines.MODELS[name], "for_scoring", None)
+    if prepare is None:
+        return evaluate_fn  # traceable: iALS replicas evaluate vmapped
+    return lambda params, key: evaluate_fn(prepare(params), key)
+
+
 def closed_form_epoch(fit):
     """train_epoch of a closed-form model: `fit()` in the first epoch, the same fit after."""
 
@@ -220,7 +229,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         state=state,
         train_epoch=train_epoch,
         data=fit_data,
-        evaluate=evaluate.combine(evaluators),
+        evaluate=_for_scoring(m.model, evaluate.combine(evaluators)),
         key=key,
         select=history.selected(f"hr@{e.top_k}", e.select_epoch),
         epochs=epochs_of(m.model, t.epochs),
