@@ -68,8 +68,8 @@ def for_scoring(params: dict) -> dict:
     they are (ML-100K: 1e9, about 0.03 s, less than the split and a new compile cost). The
     evaluation calls it before every evaluation; its shapes depend on W, so a fit keeps W."""
     x, w = params["x"], params["w"]
-    costs = _matrix.list_costs(np.asarray(jnp.sum(w != 0, axis=0)))
-    cap = min(costs, key=lambda c: (costs[c], c))
+    counts = np.asarray(jnp.sum(w != 0, axis=0))
+    cap, costs = _matrix.list_cap(counts), _matrix.list_costs(counts)
     if x.shape[0] * w.shape[0] * (costs[0] - costs[cap]) < SPLIT_MIN_MACS:
         return params
     return {"x": x, **_matrix.split_columns(w, cap)}
