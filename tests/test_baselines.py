@@ -218,8 +218,8 @@ def test_split_columns_score_as_the_dense_product(data, cap):
 
 
 def test_list_cap_weighs_list_entries_against_dense_columns():
-    """Columns of 1 entry and of 1,000: lists of 1 and the long ones dense, unless dense columns
-    cost more than the lists (many long columns) or lists cost more than everything dense."""
+    """Columns of 1 entry and of 1,000: the shortest lists (cap 8) and the long columns dense,
+    unless lists cost more than every column dense; equal columns: lists when that is cheaper."""
     counts = np.array([1] * 900 + [1000] * 10)
     assert _matrix.list_cap(counts, list_cost=16) == 8  # the smallest cap: 8 * 16 + 10 dense
     assert _matrix.list_cap(counts, list_cost=1000) == 0  # 910 dense columns cost less
