@@ -14,7 +14,7 @@ divide-and-conquer and back-transformation (ML-1M shape: 3.3 s against 4.0-4.6 s
 grid factorisation here), and its diag(P) is closer to float64's (float32 rounding only).
 
 Memory: X int8 [num_users, num_items]; G, P (or V) and B float32 [num_items, num_items]
-(ML-20M: 2.9 GB each, about 3 alive at the peak of `fit`, 4 in `fit_grid`).
+(ML-20M: 2.9 GB each, about 3 alive at the peak of `fit`; in `fit_grid` up to 4: G, its reduction, Q and Q^T).
 
 Hyperparameters: default lam 500 (Steck's ML-20M / Netflix range; ml-100k's test optimum is
 200). Grid (Dacrema et al.: l2_norm 1..1e7 log-uniform): `fit_grid` with
