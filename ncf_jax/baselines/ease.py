@@ -13,8 +13,9 @@ The reduction is sytrd + orgtr, about 2 n^3 flops against an eigendecomposition'
 divide-and-conquer and back-transformation (ML-1M shape: 3.3 s against 4.0-4.6 s for the whole
 grid factorisation here), and its diag(P) is closer to float64's (float32 rounding only).
 
-Memory: X int8 [num_users, num_items]; G, P (or V) and B float32 [num_items, num_items]
-(ML-20M: 2.9 GB each, about 3 alive at the peak of `fit`; in `fit_grid` up to 4: G, its reduction, Q and Q^T).
+Memory: X int8 [num_users, num_items]; G, P (or Q) and B float32 [num_items, num_items]
+(ML-20M: 2.9 GB each, about 3 alive at the peak of `fit`; in `fit_grid` up to 4: G, its
+reduction, Q and Q^T).
 
 Hyperparameters: default lam 500 (Steck's ML-20M / Netflix range; ml-100k's test optimum is
 200). Grid (Dacrema et al.: l2_norm 1..1e7 log-uniform): `fit_grid` with
