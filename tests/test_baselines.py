@@ -92,6 +92,25 @@ def test_ease_grid_matches_separate_fits(data):
         np.testing.assert_allclose(member["b"], single["b"], rtol=2e-3, atol=2e-4)
 
 
+def test_ease_shifted_tridiagonal_solves_match_numpy():
+    """The grid's LDL^T pieces against NumPy on a random tridiagonal T and orthogonal Q:
+    (T + lam I)^-1 B by `_shifted_solve`, diag(Q (T + lam I)^-1 Q^T) by `_diag_p`."""
+    rng = np.random.default_rng(3)
+    n, lams = 9, np.array([0.5, 4.0], np.float32)
+    d, e = rng.random(n).astype(np.float32) + 2.0, rng.normal(size=n - 1).astype(np.float32)
+    t = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
+    q = np.linalg.qr(rng.normal(size=(n, n)))[0].astype(np.float32)
+    b = rng.normal(size=(n, 3)).astype(np.float32)
+    piv, sub = ease._ldl(jnp.asarray(d), jnp.asarray(e), jnp.asarray(lams))
+    diag = ease._diag_p(jnp.asarray(q.T), sub, piv)
+    for i, lam in enumerate(lams):
+        shifted = t + lam * np.eye(n)
+        got = ease._shifted_solve(sub[i], piv[i], jnp.asarray(b))
+        np.testing.assert_allclose(got, np.linalg.solve(shifted, b), rtol=1e-4, atol=1e-5)
+        want = np.diag(q @ np.linalg.inv(shifted) @ q.T)
+        np.testing.assert_allclose(diag[i], want, rtol=1e-4, atol=1e-6)
+
+
 def cosine_loop(a, shrink):
     """Cosine with shrink between the rows of a ([n, f]), by explicit loops; zero diagonal."""
     n = len(a)

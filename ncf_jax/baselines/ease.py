@@ -9,9 +9,9 @@ factors as L diag(p) L^T in O(n) (L unit bidiagonal). It keeps Q, the per-lambda
 the per-lambda diagonals of P (one O(L n^2) sweep) rather than L dense matrices; `score_grid`
 applies x_u B(lam) = x_u - ((x_u Q) (T + lam I)^-1 Q^T) / diag(P(lam)) for all lambdas in one
 call (two GEMMs per lambda instead of one) and `grid_member` materialises B for one lambda.
-The reduction is sytrd + orgtr, about 2 n^3 flops against an eigendecomposition's extra
-divide-and-conquer and back-transformation (ML-1M shape: 3.3 s against 4.0-4.6 s for the whole
-grid factorisation here), and its diag(P) is closer to float64's (float32 rounding only).
+The reduction is sytrd + orgtr, about 8/3 n^3 flops, without an eigendecomposition's
+divide-and-conquer and back-transformation (ML-1M shape: 3.1-3.3 s against 4.0-4.7 s for the
+whole grid factorisation on a 2-core Xeon), and its diag(P) is closer to float64's.
 
 Memory: X int8 [num_users, num_items]; G, P (or Q) and B float32 [num_items, num_items]
 (ML-20M: 2.9 GB each, about 3 alive at the peak of `fit`; in `fit_grid` up to 4: G, its
