@@ -220,17 +220,26 @@ def make_full_evaluator(
     _check(chunk_size >= 1, f"chunk_size must be >= 1, got {chunk_size}")
 
     relevant_indptr, relevant_indices = csr_from_pairs(test_users, test_items, num_users)
+    # Users are scored longest exclusion list (history) first, ties by id, so that a chunk holds
+    # histories of similar length: a scorer that walks each user's history
+    # (`baselines._matrix.score_history`) runs to its chunk's longest. The per-user metrics go
+    # back to id order before the means, so the results do not depend on this order.
     eval_users = np.flatnonzero(np.diff(relevant_indptr) > 0)
+    order = np.argsort(-np.diff(exclude_indptr)[eval_users], kind="stable")
+    eval_users = eval_users[order]
     chunk = min(chunk_size, len(eval_users))
+    padded = -(-len(eval_users) // chunk) * chunk
+    by_id = np.concatenate([np.argsort(order), np.arange(len(order), padded)])
     ex_rows, ex_items = _chunk_exclusions(exclude_indptr, exclude_indices, eval_users, chunk)
     relevant = _padded_rows(relevant_indptr, relevant_indices, eval_users)
     data = jax.device_put(
         {
-            "users": _chunk(eval_users.astype(np.int32), chunk),
+            "users": _chunk(eval_users.astype(np.int32), chunk, fill=eval_users[-1]),
             "relevant": _chunk(relevant, chunk, fill=-1),
             "ex_rows": ex_rows,
             "ex_items": ex_items,
-            "valid": _chunk(np.ones(len(eval_users), bool), chunk, fill=False),
+            "valid": np.arange(padded) < len(eval_users),  # in id order, as `by_id` gives
+            "by_id": by_id.astype(np.int32),
         }
     )
 
@@ -252,12 +261,14 @@ def make_full_evaluator(
 
     @xla.jit
     def _evaluate(params, data):
-        per_user, top = jax.lax.map(lambda x: one_chunk(params, x), data)
-        valid = data["valid"].reshape(-1)
+        chunks = {name: data[name] for name in ("users", "relevant", "ex_rows", "ex_items")}
+        per_user, top = jax.lax.map(lambda x: one_chunk(params, x), chunks)
+        valid, by_id = data["valid"], data["by_id"]
         result = {
-            f"{name}@{k}": metrics.masked_mean(v.reshape(-1), valid) for name, v in per_user.items()
+            f"{name}@{k}": metrics.masked_mean(v.reshape(-1)[by_id], valid)
+            for name, v in per_user.items()
         }
-        result[f"coverage@{k}"] = metrics.coverage(top.reshape(-1, k), num_items, mask=valid)
+        result[f"coverage@{k}"] = metrics.coverage(top.reshape(-1, k)[by_id], num_items, mask=valid)
         return result
 
     def evaluate(params) -> dict[str, jax.Array]:

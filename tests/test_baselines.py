@@ -160,6 +160,26 @@ def test_neighbour_scores_are_x_times_the_dense_w_of_the_lists():
     np.testing.assert_allclose(got, x[np.asarray(users)] @ w, rtol=1e-6, atol=1e-6)
 
 
+def test_history_sums_are_x_times_w_on_both_paths():
+    """Histories of 0 to 30 items of 64: the short users walk their histories (HISTORY_COST *
+    longest <= 64), all users together take the dense product; both are X[users] @ W."""
+    rng = np.random.default_rng(6)
+    num_users, num_items = 12, 64
+    lengths = np.array([0, 1, 2, 3, 5, 8, 30, 29, 4, 16, 7, 1])
+    x = np.zeros((num_users, num_items), np.int8)
+    for u, length in enumerate(lengths):
+        x[u, rng.permutation(num_items)[:length]] = 1
+    indptr, indices = csr_from_pairs(*np.nonzero(x), num_users)
+    params = {"x": jnp.asarray(x)} | _matrix.history(indptr, indices, num_users, num_items)
+    w = rng.normal(size=(num_items, num_items)).astype(np.float32)
+    short = np.array([5, 0, 2, 2, 8, 1, 11, 3], np.int32)  # repeats, an empty history
+    assert _matrix.HISTORY_COST * lengths[short].max() <= num_items  # walks
+    assert _matrix.HISTORY_COST * lengths.max() > num_items  # falls back to the product
+    for users in (short, np.arange(num_users, dtype=np.int32)):
+        got = _matrix.score_history(params, jnp.asarray(w), jnp.asarray(users))
+        np.testing.assert_allclose(got, x[users] @ w, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("weighting", ["none", "tfidf", "bm25"])
 def test_itemknn_loops(data, weighting):
     indptr, indices, x = data

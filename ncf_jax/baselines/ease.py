@@ -55,16 +55,19 @@ def fit(
     chunk_size: int = 2048,
     key=None,
 ) -> dict:
-    """{"x": [num_users, num_items] int8, "b": [num_items, num_items] float32}."""
+    """{"x": [num_users, num_items] int8, "b": [num_items, num_items] float32} and the CSR of X,
+    {"indptr", "indices"} (`_matrix.history`)."""
     del key  # deterministic
     x, g = _gram(indptr, indices, num_users, num_items, chunk_size)
-    return {"x": x, "b": weights_from_gram(g, jnp.float32(lam))}
+    history = _matrix.history(indptr, indices, num_users, num_items)
+    return {"x": x, "b": weights_from_gram(g, jnp.float32(lam))} | history
 
 
 @jax.jit
 def score(params: dict, users: jax.Array) -> jax.Array:
-    """[len(users)] int32 -> [len(users), num_items] float32: X[users] @ B."""
-    return _matrix.user_rows(params["x"], users) @ params["b"]
+    """[len(users)] int32 -> [len(users), num_items] float32: X[users] @ B, summed over each
+    user's history (`_matrix.score_history`; dense for long histories)."""
+    return _matrix.score_history(params, params["b"], users)
 
 
 def _ldl(d, e, lams):
@@ -146,13 +149,14 @@ def fit_grid(
 
     Returns:
       {"x": [U, I] int8, "q": [I, I] orthogonal with G = Q T Q^T, "piv": [L, I] and "sub":
-       [L, I-1] the LDL^T factors of T + lam I, "diag_p": [L, I] diag(P(lam))}; see
-       `score_grid` and `grid_member`.
+       [L, I-1] the LDL^T factors of T + lam I, "diag_p": [L, I] diag(P(lam))} and `fit`'s
+       CSR of X; see `score_grid` and `grid_member`.
     """
     del key  # deterministic
     x, g = _gram(indptr, indices, num_users, num_items, chunk_size)
     q, piv, sub, diag_p = _tridiagonal_grid(g, jnp.asarray(lams, jnp.float32))
-    return {"x": x, "q": q, "piv": piv, "sub": sub, "diag_p": diag_p}
+    history = _matrix.history(indptr, indices, num_users, num_items)
+    return {"x": x, "q": q, "piv": piv, "sub": sub, "diag_p": diag_p} | history
 
 
 @jax.jit
@@ -171,9 +175,11 @@ def score_grid(params: dict, users: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="index")
 def grid_member(params: dict, index: int) -> dict:
-    """The `fit`-style params {"x", "b"} of lambda number `index` of a `fit_grid` result."""
+    """The `fit`-style params {"x", "b", "indptr", "indices"} of lambda number `index` of a
+    `fit_grid` result."""
     q, sub, piv = params["q"], params["sub"][index], params["piv"][index]
     p_matrix = q @ _shifted_solve(sub, piv, q.T)
     b = -p_matrix / params["diag_p"][index][None, :]
     n = q.shape[0]
-    return {"x": params["x"], "b": b * (1.0 - jnp.eye(n, dtype=b.dtype))}
+    kept = {name: params[name] for name in ("x", "indptr", "indices")}
+    return kept | {"b": b * (1.0 - jnp.eye(n, dtype=b.dtype))}

@@ -6,13 +6,15 @@ user -> item -> user -> item, its item-item transition damped by the target's po
 top-k kept per row (per source item), optionally each row L1-normalised, as in Dacrema et al.'s
 RP3betaRecommender; score = X[users] @ W. n_u, n_i are the user's and item's training counts.
 
-Scoring: the top-k is per source item, so a target's column of W is ragged (ML-1M shape: 18
-entries at the median, 3,681 at most). `_matrix.split_columns` keeps the columns with at most a
-cap of entries as neighbour lists, scored as ItemKNN's, and the few longer ones dense (ML-1M
-shape: cap 32, 552 dense columns): every user ranked by `make_full_evaluator` in 0.54-0.91 s
-against 1.25-1.76 s for the dense X @ W in four sittings (2-core Xeon), the same metrics, plus
-0.18-0.23 s for the split. The split's shapes depend on W, so `fit` returns W dense (what a
-checkpoint holds) and `for_scoring` splits it before an evaluation.
+Scoring: by default as EASE^R's, W's rows summed over each user's history
+(`_matrix.score_history`: about HISTORY_COST = 4 dense columns of work per history entry).
+The top-k is per source item, so a target's column of W is ragged (ML-1M shape: 18 entries at
+the median, 3,681 at most); where it is cheaper still, `for_scoring` splits W by
+`_matrix.split_columns`: the columns with at most a cap of entries as neighbour lists, scored as
+ItemKNN's, and the few longer ones dense (ML-1M shape: cap 32, 552 dense columns, 0.54-0.91 s
+for every user ranked by `make_full_evaluator` against 1.25-1.76 s for the dense X @ W in four
+sittings on a 2-core Xeon, plus 0.18-0.23 s for the split; the history sum costs less there).
+The split's shapes depend on W, so `fit` returns W dense (what a checkpoint holds).
 
 Memory: X int8 [num_users, num_items]; the Gram and W float32 [num_items, num_items]; the
 lists [num_items, cap] and the dense columns [num_items, h] while evaluating.
@@ -44,7 +46,8 @@ def fit(
     chunk_size: int = 2048,
     key=None,
 ) -> dict:
-    """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32}."""
+    """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32} and the CSR of X,
+    {"indptr", "indices"} (`_matrix.history`)."""
     del key  # deterministic
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
     user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
@@ -56,7 +59,7 @@ def fit(
     w = _matrix.keep_topk_rows(w, k=k)
     if normalize:
         w = w / jnp.maximum(jnp.sum(jnp.abs(w), axis=1, keepdims=True), 1e-12)
-    return {"x": x, "w": w}
+    return {"x": x, "w": w} | _matrix.history(indptr, indices, num_users, num_items)
 
 
 SPLIT_MIN_MACS = 2e10  # split W when that saves more multiply-adds in ranking every user
@@ -64,13 +67,16 @@ SPLIT_MIN_MACS = 2e10  # split W when that saves more multiply-adds in ranking e
 
 def for_scoring(params: dict) -> dict:
     """`fit`'s params as `score` reads them fastest: W's columns split by `_matrix.split_columns`
-    when that saves more than SPLIT_MIN_MACS in ranking all users (ML-1M shape: 6e10), else as
-    they are (ML-100K: 1e9, about 0.03 s, less than the split and a new compile cost). The
-    evaluation calls it before every evaluation; its shapes depend on W, so a fit keeps W."""
+    when that saves more than SPLIT_MIN_MACS in ranking all users against the cheaper of the
+    dense product and the history sum (`_matrix.score_history`), else as they are (the
+    history sum on the ML-1M and ML-100K shapes). The evaluation calls it before every
+    evaluation; its shapes depend on W, so a fit keeps W."""
     x, w = params["x"], params["w"]
     counts = np.asarray(jnp.sum(w != 0, axis=0))
     cap, costs = _matrix.list_cap(counts), _matrix.list_costs(counts)
-    if x.shape[0] * w.shape[0] * (costs[0] - costs[cap]) < SPLIT_MIN_MACS:
+    num_users = x.shape[0]
+    history = _matrix.HISTORY_COST * params["indices"].shape[0] / max(num_users, 1)
+    if num_users * w.shape[0] * (min(costs[0], history) - costs[cap]) < SPLIT_MIN_MACS:
         return params
     return {"x": x, **_matrix.split_columns(w, cap)}
 
@@ -78,7 +84,7 @@ def for_scoring(params: dict) -> dict:
 @jax.jit
 def score(params: dict, users: jax.Array) -> jax.Array:
     """[len(users)] int32 -> [len(users), num_items] float32: X[users] @ W, from `fit`'s params
-    (one dense product) or `for_scoring`'s (lists and the dense columns)."""
+    (the history sum) or `for_scoring`'s split (lists and the dense columns)."""
     if "w" in params:
-        return _matrix.user_rows(params["x"], users) @ params["w"]
+        return _matrix.score_history(params, params["w"], users)
     return _matrix.score_split(params, users)
