@@ -48,16 +48,25 @@ def all_users():
     return jnp.arange(NU, dtype=jnp.int32)
 
 
-@pytest.mark.parametrize("item_blocks", [1, 3, 5])
-def test_gram_blocks_match_numpy(item_blocks):
-    """The upper-triangle block Gram (padded: 23 items in blocks of 8 or 5) against NumPy."""
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gram_matches_numpy_on_walked_and_dense_blocks(weighted):
+    """23 items in blocks of 5 by popularity (2 to about 33 users of 37): the popular blocks take
+    the dense product, the others walk their items' users; both against NumPy, and exactly
+    symmetric."""
     rng = np.random.default_rng(4)
-    x = (rng.random((37, 23)) < 0.3).astype(np.int8)
-    w = rng.random(37).astype(np.float32)
-    g = np.asarray(
-        _matrix.gram(jnp.asarray(x), jnp.asarray(w), chunk_size=16, item_blocks=item_blocks)
-    )
-    np.testing.assert_allclose(g, (x * w[:, None].astype(np.float64)).T @ x, rtol=1e-5)
+    x = (rng.random((37, 23)) < np.linspace(0.05, 0.9, 23)[None, :]).astype(np.int8)
+    w = rng.random(37).astype(np.float32) if weighted else np.ones(37, np.float32)
+    counts = np.sort(x.sum(0))
+    assert _matrix.HISTORY_COST * counts[-1] > 37 >= _matrix.HISTORY_COST * counts[4]  # both
+    indptr, indices = csr_from_pairs(*np.nonzero(x), 37)
+    columns = _matrix.item_users(indptr, indices, 37, 23)
+    g = _matrix.gram(jnp.asarray(x), jnp.asarray(w), columns, chunk_size=16, block_items=5)
+    g = np.asarray(g)
+    want = (x * w[:, None].astype(np.float64)).T @ x
+    if weighted:
+        np.testing.assert_allclose(g, want, rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(g, want)  # integer counts: exact on both paths
     np.testing.assert_array_equal(g, g.T)
 
 

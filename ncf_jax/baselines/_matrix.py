@@ -1,11 +1,13 @@
 """Stage: model (baselines). Shared matrix pieces: the binary user-item matrix, chunked Gram
-products, top-k pruning, neighbour-list (and list-plus-dense) scoring and the TF-IDF / BM25
-feature weights.
+products, top-k pruning, history-sum, neighbour-list (and list-plus-dense) scoring and the
+TF-IDF / BM25 feature weights.
 
 The binary matrix X is kept dense as int8 [num_users, num_items] on the device: exact for 0/1,
 a quarter of float32 (ML-1M 22 MB, ML-20M 3.7 GB), and a row gather is all `score` needs to
-rebuild a user's history. Every product with X walks the users in chunks, so the float32
-working set is one [chunk, num_items] block plus the result.
+rebuild a user's history; beside it its CSR (`history`) or that of X^T (`item_users`). A
+product with X either sums rows over those lists (`_list_sums`: nnz * width adds, the Gram
+and `score_history`) or walks the users in chunks (the dense products), so the float32 working
+set is one [chunk, num_items] block plus the result.
 """
 
 from __future__ import annotations
@@ -62,22 +64,61 @@ def pad_rows(a: jax.Array, chunk: int) -> jax.Array:
     return a.reshape(-1, chunk, *a.shape[1:])
 
 
-def history(indptr, indices, num_users: int, num_items: int) -> dict:
-    """{"indptr": [num_users + 1] int32, "indices": [nnz] int32}: the CSR of X on the device,
-    as `score_history` reads it."""
-    indptr, indices = check_csr(indptr, indices, num_users, num_items)
+def _device_csr(indptr, indices) -> dict:
+    # At least one index, so the walks' clamped reads have something to read when nnz = 0.
+    indices = np.asarray(indices) if len(indices) else np.zeros(1, np.int64)
     return {"indptr": jnp.asarray(indptr, jnp.int32), "indices": jnp.asarray(indices, jnp.int32)}
 
 
-HISTORY_COST = 4  # dense multiply-adds one history entry costs per column (ML-1M shape, W dense:
-# 0.28-0.32 s for every user, in chunks of 256 by history length, against 1.73 s for the dense
-# product, 2-core AMD EPYC)
+def history(indptr, indices, num_users: int, num_items: int) -> dict:
+    """{"indptr": [num_users + 1] int32, "indices": [nnz] int32}: the CSR of X on the device,
+    as `score_history` reads it."""
+    return _device_csr(*check_csr(indptr, indices, num_users, num_items))
+
+
+def item_users(indptr, indices, num_users: int, num_items: int) -> dict:
+    """The CSR of X^T (each item's users, ascending) on the device, and "order": [num_items]
+    int32 the items by descending count (ties by id), as `gram` walks them."""
+    indptr, indices = check_csr(indptr, indices, num_users, num_items)
+    users = rows_of(indptr)[np.argsort(indices, kind="stable")]
+    item_counts = np.bincount(indices, minlength=num_items)
+    item_indptr = np.concatenate([[0], np.cumsum(item_counts)])
+    order = np.argsort(-item_counts, kind="stable").astype(np.int32)
+    return _device_csr(item_indptr, users) | {"order": jnp.asarray(order)}
+
+
+HISTORY_COST = 4  # dense multiply-adds one list entry of a walk costs per column (ML-1M shape,
+# W dense: 0.28-0.32 s for every user in chunks of 256 by history length, against 1.73 s for
+# the dense product; the Gram: 0.29 s against 0.61 s for the symmetric dense blocks; 2-core
+# AMD EPYC)
+
+
+def _list_sums(table, csr: dict, targets, weights=None) -> jax.Array:
+    """[len(targets), m] float32: row t sums weights[i] * table[i] (weights None: 1) over the
+    entries i of list t of `csr`, one list position at a time, to the longest of the lists, so
+    it pays on lists of similar length. Entries add in list order."""
+    indptr, indices = csr["indptr"], csr["indices"]
+    start, length = indptr[targets], indptr[targets + 1] - indptr[targets]
+
+    def add(m, acc):
+        entry = indices[jnp.minimum(start + m, indices.shape[0] - 1)]
+        rows = table[entry].astype(jnp.float32)
+        if weights is not None:
+            rows = weights[entry][:, None] * rows
+        return acc + jnp.where((m < length)[:, None], rows, jnp.zeros((), jnp.float32))
+
+    zeros = jnp.zeros((targets.shape[0], table.shape[1]), jnp.float32)
+    return jax.lax.fori_loop(0, jnp.max(length), add, zeros)
+
+
+def _longest(csr: dict, targets) -> jax.Array:
+    return jnp.max(csr["indptr"][targets + 1] - csr["indptr"][targets])
 
 
 @jax.jit
 def score_history(params: dict, w: jax.Array, users: jax.Array) -> jax.Array:
     """[len(users)] int32 -> [len(users), n] float32: X[users] @ W as the sum of W's rows over
-    each user's items, one history position at a time, to the longest history among `users`.
+    each user's items (`_list_sums`).
 
     Cost: len(users) * longest * n adds against len(users) * n^2 multiply-adds for the dense
     product, which it falls back to (same result up to rounding) when HISTORY_COST * longest
@@ -88,68 +129,78 @@ def score_history(params: dict, w: jax.Array, users: jax.Array) -> jax.Array:
       params: {"x": [U, n] int8} and `history`'s {"indptr", "indices"}.
       w: [n, n] float32.
     """
-    indptr, indices = params["indptr"], params["indices"]
-    start, length = indptr[users], indptr[users + 1] - indptr[users]
-    longest = jnp.max(length)
-
-    def walk(_):
-        def add(m, acc):
-            item = indices[jnp.minimum(start + m, indices.shape[0] - 1)]
-            return acc + jnp.where((m < length)[:, None], w[item], jnp.zeros((), w.dtype))
-
-        zeros = jnp.zeros((users.shape[0], w.shape[1]), jnp.float32)
-        return jax.lax.fori_loop(0, longest, add, zeros)
-
-    def dense(_):
-        return user_rows(params["x"], users) @ w
-
-    return jax.lax.cond(HISTORY_COST * longest > w.shape[0], dense, walk, None)
+    longest = _longest(params, users)
+    return jax.lax.cond(
+        HISTORY_COST * longest > w.shape[0],
+        lambda: user_rows(params["x"], users) @ w,
+        lambda: _list_sums(w, params, users),
+    )
 
 
-GRAM_BLOCK = 512  # target width of the item blocks of `gram` (ML-1M: 8 blocks of 464)
-GRAM_MAX_BLOCKS = 16
+GRAM_ITEMS = 256  # items per block of `gram`: a [256, num_items] float32 sum
 
 
-def gram_blocks(num_items: int) -> int:
-    """How many item blocks `gram` splits the columns into (1 below 2 * GRAM_BLOCK)."""
-    return max(1, min(GRAM_MAX_BLOCKS, num_items // GRAM_BLOCK))
-
-
-@functools.partial(jax.jit, static_argnames=("chunk_size", "item_blocks"))
+@functools.partial(jax.jit, static_argnames=("chunk_size", "block_items"))
 def gram(
-    x: jax.Array, row_weights: jax.Array, *, chunk_size: int = 2048, item_blocks=None
+    x: jax.Array,
+    row_weights: jax.Array,
+    columns: dict,
+    *,
+    chunk_size: int = 2048,
+    block_items: int = GRAM_ITEMS,
 ) -> jax.Array:
-    """X^T diag(row_weights) X, [num_items, num_items] float32, summed over user chunks.
+    """X^T diag(row_weights) X, [num_items, num_items] float32, exactly symmetric.
 
-    The result is symmetric, so only the blocks on and above the diagonal of a k x k grid of
-    item blocks (k = `item_blocks`, default `gram_blocks(num_items)`) are multiplied and the
-    rest are their transposes: (k + 1) / 2k of the full product's work (ML-1M, k = 8: 0.7 s
-    against 1.2 s on a 2-core Xeon). Exactly symmetric by construction.
+    Row i is the sum of row_weights[u] * X[u] over item i's users (`_list_sums`), the items in
+    blocks of `block_items` by descending count; a block whose most popular item costs more than
+    the dense product (HISTORY_COST * count > num_users) takes it, X[:, block]^T diag(w) X
+    over users in chunks of `chunk_size`. nnz * num_items adds against num_users *
+    num_items^2 multiply-adds (ML-1M shape: 0.29 s against 0.61 s for the dense product's
+    upper triangle of blocks, 2-core AMD EPYC). The walked rows are symmetric bitwise (a pair
+    of items adds its common users' weights in user order either way); the upper triangle is
+    mirrored so the dense rows are too.
 
     Args:
       x: [num_users, num_items] int8 binary matrix.
       row_weights: [num_users] float32 weight of each user's outer product.
+      columns: `item_users` of the same X.
     """
-    num_items = x.shape[1]
-    chunk = min(chunk_size, x.shape[0])
+    num_users, num_items = x.shape
+    chunk = min(chunk_size, num_users)
     xs, ws = pad_rows(x, chunk), pad_rows(row_weights, chunk)
-    k = gram_blocks(num_items) if item_blocks is None else min(item_blocks, num_items)
-    width = -(-num_items // k)
-    pairs = [(i, j) for i in range(k) for j in range(i, k)]
 
-    def add(acc, block):
-        xc, wc = block
-        xc = jnp.pad(xc.astype(jnp.float32), ((0, 0), (0, width * k - num_items)))
-        xw = xc * wc[:, None]
-        cols = [xc[:, i * width : (i + 1) * width] for i in range(k)]
-        weighted = [xw[:, i * width : (i + 1) * width] for i in range(k)]
-        return [a + weighted[i].T @ cols[j] for a, (i, j) in zip(acc, pairs, strict=True)], None
+    def dense(items):
+        def add(acc, block):
+            xc, wc = block
+            cols = xc[:, items].astype(jnp.float32) * wc[:, None]
+            return acc + cols.T @ xc.astype(jnp.float32), None
 
-    zeros = [jnp.zeros((width, width), jnp.float32) for _ in pairs]
-    acc, _ = jax.lax.scan(add, zeros, (xs, ws))
-    upper = dict(zip(pairs, acc, strict=True))
-    grid = [[upper[(i, j)] if i <= j else upper[(j, i)].T for j in range(k)] for i in range(k)]
-    return jnp.block(grid)[:num_items, :num_items]
+        zeros = jnp.zeros((items.shape[0], num_items), jnp.float32)
+        return jax.lax.scan(add, zeros, (xs, ws))[0]
+
+    def block(items):
+        return jax.lax.cond(
+            HISTORY_COST * _longest(columns, items) > num_users,
+            lambda: dense(items),
+            lambda: _list_sums(x, columns, items, row_weights),
+        )
+
+    order, size = columns["order"], min(block_items, num_items)
+    blocks = jnp.pad(order, (0, -num_items % size), mode="edge").reshape(-1, size)
+    rows = jax.lax.map(block, blocks).reshape(-1, num_items)[:num_items]
+    g = jnp.zeros((num_items, num_items), jnp.float32).at[order].set(rows)
+    return jnp.triu(g) + jnp.triu(g, 1).T
+
+
+def binary_gram(
+    indptr, indices, num_users: int, num_items: int, row_weights=None, *, chunk_size: int = 2048
+) -> tuple[jax.Array, jax.Array]:
+    """(X int8 [num_users, num_items], X^T diag(row_weights) X) of a training CSR, `gram`'s;
+    row_weights None: ones."""
+    x = dense_binary(indptr, indices, num_users, num_items)
+    weights = np.ones(num_users, np.float32) if row_weights is None else row_weights
+    columns = item_users(indptr, indices, num_users, num_items)
+    return x, gram(x, jnp.asarray(weights, jnp.float32), columns, chunk_size=chunk_size)
 
 
 @functools.partial(jax.jit, static_argnames="k")

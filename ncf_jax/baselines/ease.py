@@ -32,11 +32,6 @@ import jax.numpy as jnp
 from ncf_jax.baselines import _matrix
 
 
-def _gram(indptr, indices, num_users, num_items, chunk_size):
-    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    return x, _matrix.gram(x, jnp.ones(num_users, jnp.float32), chunk_size=chunk_size)
-
-
 @jax.jit
 def weights_from_gram(g: jax.Array, lam) -> jax.Array:
     """[n, n] Gram, scalar lam -> [n, n] B with a zero diagonal."""
@@ -58,7 +53,7 @@ def fit(
     """{"x": [num_users, num_items] int8, "b": [num_items, num_items] float32} and the CSR of X,
     {"indptr", "indices"} (`_matrix.history`)."""
     del key  # deterministic
-    x, g = _gram(indptr, indices, num_users, num_items, chunk_size)
+    x, g = _matrix.binary_gram(indptr, indices, num_users, num_items, chunk_size=chunk_size)
     history = _matrix.history(indptr, indices, num_users, num_items)
     return {"x": x, "b": weights_from_gram(g, jnp.float32(lam))} | history
 
@@ -153,7 +148,7 @@ def fit_grid(
        CSR of X; see `score_grid` and `grid_member`.
     """
     del key  # deterministic
-    x, g = _gram(indptr, indices, num_users, num_items, chunk_size)
+    x, g = _matrix.binary_gram(indptr, indices, num_users, num_items, chunk_size=chunk_size)
     q, piv, sub, diag_p = _tridiagonal_grid(g, jnp.asarray(lams, jnp.float32))
     history = _matrix.history(indptr, indices, num_users, num_items)
     return {"x": x, "q": q, "piv": piv, "sub": sub, "diag_p": diag_p} | history

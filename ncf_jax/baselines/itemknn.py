@@ -60,10 +60,11 @@ def fit(
       chunk_size: users per block of the Gram product.
     """
     del key  # deterministic
-    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
     user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     item_w, user_w = _matrix.feature_weights(item_counts, user_counts, weighting)
-    g = _matrix.gram(x, jnp.asarray(user_w) ** 2, chunk_size=chunk_size)
+    x, g = _matrix.binary_gram(
+        indptr, indices, num_users, num_items, user_w**2, chunk_size=chunk_size
+    )
     return {"x": x, **_neighbours(g, jnp.asarray(item_w), jnp.float32(shrink), k=k)}
 
 

@@ -34,8 +34,7 @@ def fit(
     del key  # deterministic
     if not 1 <= factors <= num_items:
         raise ValueError(f"factors must be in [1, num_items={num_items}], got {factors}")
-    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    g = _matrix.gram(x, jnp.ones(num_users, jnp.float32), chunk_size=chunk_size)
+    x, g = _matrix.binary_gram(indptr, indices, num_users, num_items, chunk_size=chunk_size)
     _, vectors = jnp.linalg.eigh(g)  # ascending eigenvalues
     items = vectors[:, ::-1][:, :factors]
     users = _project(x, items)

@@ -49,10 +49,10 @@ def fit(
     """{"x": [num_users, num_items] int8, "w": [num_items, num_items] float32} and the CSR of X,
     {"indptr", "indices"} (`_matrix.history`)."""
     del key  # deterministic
-    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
     user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
     # For binary X, (x / n)^alpha = x * n^-alpha: the walk is a Gram product with scalings.
-    g = _matrix.gram(x, jnp.asarray(_matrix.safe_power(user_counts, -alpha)), chunk_size=chunk_size)
+    user_w = _matrix.safe_power(user_counts, -alpha)
+    x, g = _matrix.binary_gram(indptr, indices, num_users, num_items, user_w, chunk_size=chunk_size)
     source = jnp.asarray(_matrix.safe_power(item_counts, -alpha))
     target = jnp.asarray(_matrix.safe_power(item_counts, -beta))
     w = g * source[:, None] * target[None, :] * (1.0 - jnp.eye(num_items, dtype=g.dtype))

@@ -86,8 +86,7 @@ def fit(
       iterations: FISTA steps.
     """
     del key  # deterministic
-    x = _matrix.dense_binary(indptr, indices, num_users, num_items)
-    g = _matrix.gram(x, jnp.ones(num_users, jnp.float32), chunk_size=chunk_size)
+    x, g = _matrix.binary_gram(indptr, indices, num_users, num_items, chunk_size=chunk_size)
     w = solve(g, float(num_users), alpha, l1_ratio, iterations=iterations)
     return {"x": x, **_matrix.neighbour_lists(w.T, k)}
 
