@@ -77,14 +77,17 @@ def history(indptr, indices, num_users: int, num_items: int) -> dict:
 
 
 def item_users(indptr, indices, num_users: int, num_items: int) -> dict:
-    """The CSR of X^T (each item's users, ascending) on the device, and "order": [num_items]
-    int32 the items by descending count (ties by id), as `gram` walks them."""
+    """The CSR of X^T (each item's users, ascending) on the device, "order": [num_items] int32
+    the items by descending count (ties by id), as `gram` walks them, and "position": each
+    item's place in that order."""
     indptr, indices = check_csr(indptr, indices, num_users, num_items)
     users = rows_of(indptr)[np.argsort(indices, kind="stable")]
     item_counts = np.bincount(indices, minlength=num_items)
     item_indptr = np.concatenate([[0], np.cumsum(item_counts)])
     order = np.argsort(-item_counts, kind="stable").astype(np.int32)
-    return _device_csr(item_indptr, users) | {"order": jnp.asarray(order)}
+    position = np.argsort(order).astype(np.int32)
+    walk = {"order": jnp.asarray(order), "position": jnp.asarray(position)}
+    return _device_csr(item_indptr, users) | walk
 
 
 HISTORY_COST = 4  # dense multiply-adds one list entry of a walk costs per column (ML-1M shape,
@@ -158,7 +161,9 @@ def gram(
     num_items^2 multiply-adds (ML-1M shape: 0.29 s against 0.61 s for the dense product's
     upper triangle of blocks, 2-core AMD EPYC). The walked rows are symmetric bitwise (a pair
     of items adds its common users' weights in user order either way); the upper triangle is
-    mirrored so the dense rows are too.
+    mirrored so the dense rows are too. Memory (XLA's analysis of the compiled
+    program, ML-20M shape): 6.2 GB of temporaries (the walked rows among them) and the 2.7 GB
+    result, beside X's 3.7 GB.
 
     Args:
       x: [num_users, num_items] int8 binary matrix.
@@ -187,9 +192,11 @@ def gram(
 
     order, size = columns["order"], min(block_items, num_items)
     blocks = jnp.pad(order, (0, -num_items % size), mode="edge").reshape(-1, size)
-    rows = jax.lax.map(block, blocks).reshape(-1, num_items)[:num_items]
-    g = jnp.zeros((num_items, num_items), jnp.float32).at[order].set(rows)
-    return jnp.triu(g) + jnp.triu(g, 1).T
+    rows = jax.lax.map(block, blocks).reshape(-1, num_items)  # row p: item order[p]'s
+    position = columns["position"]
+    index = jnp.arange(num_items)
+    upper = index[:, None] <= index[None, :]
+    return jnp.where(upper, rows[position], rows[position].T)
 
 
 def binary_gram(
