@@ -204,15 +204,23 @@ def test_itemknn_loops(data, weighting):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_userknn_loops(data):
+@pytest.mark.parametrize(("weighting", "chunk_size"), [("none", 1024), ("none", 8), ("bm25", 8)])
+def test_userknn_loops(data, weighting, chunk_size):
+    """One block of 30 users (the dense product), or blocks of 8 by history length: the longest
+    dense, the shortest walked (sums of X^T's rows)."""
     indptr, indices, x = data
     k, shrink = 4, 1.0
-    s = cosine_loop(x, shrink)
+    lengths = np.sort(x.sum(1))
+    assert _matrix.HISTORY_COST * lengths[5] <= NI < _matrix.HISTORY_COST * lengths[-1]
+    doc, term = _matrix.feature_weights(x.sum(1), x.sum(0), weighting)  # users are documents
+    s = cosine_loop(x * doc[:, None] * term[None, :], shrink)
     expected = np.zeros((NU, NI))
     for u in range(NU):
         for v in topk_loop(s[u], k):
             expected[u] += s[u, v] * x[v]
-    params = userknn.fit(indptr, indices, **kw(), k=k, shrink=shrink)
+    params = userknn.fit(
+        indptr, indices, **kw(), k=k, shrink=shrink, weighting=weighting, chunk_size=chunk_size
+    )
     np.testing.assert_allclose(userknn.score(params, all_users()), expected, atol=1e-4)
 
 
