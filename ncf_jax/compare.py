@@ -17,7 +17,8 @@ training (DataConfig validation=True, epochs picked on it too); the point with t
 validation HR@10 is chosen and only its test metrics are reported (it is not refitted on
 train + validation). Without tuning every model runs at its defaults. The points of an NCF
 model that differ only in learning rate train together, one vmapped replica each
-(`--learning_rates`); each tried entry then records its share of that run's fit seconds.
+(`--learning_rates`), and EASE^R's lambdas fit from one factorisation (`--ease_lambdas`); each
+tried entry then records its share of that run's fit seconds.
 """
 
 from __future__ import annotations
@@ -163,24 +164,35 @@ def _name(point: dict) -> str:
     return "_".join(f"{k}={text(v)}" for k, v in point.items()) or "default"
 
 
+def grouped_flag(model: str) -> tuple[str, str] | None:
+    """(grid flag, its one-run flag) whose values `model` runs together: an NCF model's
+    learning rates (`--learning_rates`, one vmapped replica each) and EASE^R's lambdas
+    (`--ease_lambdas`, all from one factorisation); None for the others."""
+    if model in NEURAL:
+        return "learning_rate", "learning_rates"
+    return ("ease_lambda", "ease_lambdas") if model == "ease" else None
+
+
 def vmapped_groups(model: str, grid: list[dict]) -> list[list[dict]]:
-    """The grid's points in runs: an NCF model's points that differ only in learning rate
-    train in one run (`--learning_rates`, one vmapped replica each); others one run a point."""
-    if model not in NEURAL or not all("learning_rate" in p for p in grid):
+    """The grid's points in runs: the points that differ only in the model's `grouped_flag`
+    run in one run; others one run a point."""
+    flags = grouped_flag(model)
+    if flags is None or not all(flags[0] in p for p in grid):
         return [[p] for p in grid]
     groups = {}
     for p in grid:
-        rest = tuple((k, v) for k, v in p.items() if k != "learning_rate")
+        rest = tuple((k, v) for k, v in p.items() if k != flags[0])
         groups.setdefault(rest, []).append(p)
     return list(groups.values())
 
 
 def search(model, protocol, suite, home: pathlib.Path, run, group: list[dict]) -> list[dict]:
-    """The tried entries of one run of the search (one point, or a group of learning rates)."""
+    """The tried entries of one run of the search (one point, or a group run together)."""
     point = group[0]
     if len(group) > 1:
-        point = {k: v for k, v in point.items() if k != "learning_rate"}
-        point["learning_rates"] = tuple(p["learning_rate"] for p in group)
+        flag, together = grouped_flag(model)
+        point = {k: v for k, v in point.items() if k != flag}
+        point[together] = tuple(p[flag] for p in group)
     workdir = home / "tune" / _name(point)
     results = run(model, options_of(model, protocol, suite, point, 1), workdir, plot=False)
     fit = summarise_run(results, METRICS[protocol])["fit_seconds"]

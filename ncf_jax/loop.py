@@ -60,6 +60,10 @@ class Task:
     results: the head of results.json (what ran, on what, with which options).
     options: the options that define the run ({flag: value}); WORKDIR records them.
     seeds: the replicas' seeds, or None for one run.
+    replicated: with `seeds`, `train_epoch` and `evaluate` carry the replica axis themselves
+      (the state need not be stacked; losses and metrics are [N], keys [N]): the loop calls
+      them as they are instead of vmapping them (e.g. an EASE^R lambda grid from one
+      factorisation).
     place: applied to a restored state (e.g. put it back on a device mesh).
     baseline: a second record run in WORKDIR/baseline (e.g. the model without features); its
       best_epoch and best go to results["baseline"].
@@ -77,6 +81,7 @@ class Task:
     mode: str = "max"
     has_validation: bool = False
     seeds: list[int] | None = None
+    replicated: bool = False
     place: Callable = lambda state: state
     baseline: Task | None = None
 
@@ -118,9 +123,11 @@ def _device_fns(task: Task):
     """(epoch, evaluate, split, fold) for one run, or vmapped over the replicas."""
     if task.seeds is None:
         return task.train_epoch, task.evaluate, jax.random.split, jax.random.fold_in
-    epoch = xla.jit(jax.vmap(task.train_epoch, in_axes=(0, None, 0)), donate_argnums=0)
     split = lambda keys: jax.vmap(jax.random.split)(keys).swapaxes(0, 1)
     fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    if task.replicated:
+        return task.train_epoch, task.evaluate, split, fold
+    epoch = xla.jit(jax.vmap(task.train_epoch, in_axes=(0, None, 0)), donate_argnums=0)
     return epoch, xla.jit(jax.vmap(task.evaluate)), split, fold
 
 

@@ -96,6 +96,21 @@ def test_ials_grid_points_share_one_compiled_sweep(folder):
     assert first is second and m == n  # one jitted epoch, no second program
 
 
+def test_ease_lambdas_run_as_replicas_of_one_fit(folder, tmp_path):
+    """--ease_lambdas: one fit_grid, each lambda a replica whose metrics are its own fit's."""
+    lams = (0.1, 30.0)
+    _, grid = _run(folder, tmp_path / "grid", model="ease", ease_lambdas=lams)
+    assert grid["seed"] == [0, 0] and len(grid["seeds"]) == 2
+    singles = [_run(folder, tmp_path / str(lam), model="ease", ease_lambda=lam)[1]["best"]
+               for lam in lams]  # fmt: skip
+    assert singles[0]["ndcg@5"] < singles[1]["ndcg@5"] - 0.02  # the lambdas rank differently
+    for replica, single in zip(grid["seeds"], singles, strict=True):
+        for name, value in single.items():
+            np.testing.assert_allclose(replica["best"][name], value, atol=1e-6, err_msg=name)
+    with pytest.raises(UsageError, match="--ease_lambdas applies to --model=ease only"):
+        _run(folder, tmp_path / "knn", model="itemknn", ease_lambdas=lams)
+
+
 def test_deterministic_models_refuse_seeds(folder, tmp_path):
     with pytest.raises(UsageError, match="num_seeds applies to --model=ials only"):
         _run(folder, tmp_path, model="ease", num_seeds=2)
@@ -162,8 +177,11 @@ def test_an_ncf_models_learning_rates_are_searched_in_one_vmapped_run(folder, tm
     assert [[p["learning_rate"] for p in g] for g in groups] == [[0.001, 0.01]] * 2
     assert [g[0]["reg_mf"] for g in groups] == [0.0, 0.01]
     assert compare.vmapped_groups("ease", compare.points({"ease_lambda": [1, 2]})) == [
-        [{"ease_lambda": 1}],
-        [{"ease_lambda": 2}],
+        [{"ease_lambda": 1}, {"ease_lambda": 2}]
+    ]
+    assert compare.vmapped_groups("itemknn", compare.points({"knn_k": [1, 2]})) == [
+        [{"knn_k": 1}],
+        [{"knn_k": 2}],
     ]
     suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
                                   epochs=2, tune=True)  # fmt: skip

@@ -24,6 +24,7 @@ from ncf_jax.config import (
     DataConfig,
     EvalConfig,
     at_least,
+    floats,
     option,
     positive,
     require,
@@ -66,6 +67,14 @@ class ClassicModelConfig:
         message="{flag} must be in [0, 1], got {value}",
     )
     ease_lambda: float = option(500.0, "EASE^R: L2 strength lambda.", **positive())
+    ease_lambdas: tuple[float, ...] = option(
+        (),
+        "EASE^R: fit every lambda from one tridiagonal reduction (ease.fit_grid), one replica "
+        "each (replaces --ease_lambda), e.g. a search's grid; per-replica results under 'seeds'.",
+        parse=floats("ease_lambdas"),
+        check=lambda v: all(lam > 0 for lam in v),
+        message="{flag} must be > 0, got {value}",
+    )
     ials_factors: int = option(64, "iALS: embedding size d.", **positive())
     ials_alpha0: float = option(
         0.3, "iALS: weight of every (user, item) pair being 0.", **positive()
@@ -145,17 +154,30 @@ def _for_scoring(name: str, evaluate_fn):
     return lambda params, key: evaluate_fn(prepare(params), key)
 
 
-def closed_form_epoch(fit):
-    """train_epoch of a closed-form model: `fit()` in the first epoch, the same fit after."""
+def closed_form_epoch(fit, replicas: tuple[int, ...] = ()):
+    """train_epoch of a closed-form model: `fit()` in the first epoch, the same fit after; its
+    loss is 0, of shape `replicas` (a grid fit's)."""
 
     def train_epoch(state, data, key):
         del data, key  # the fit closes over the training CSR and is deterministic
         # Block on the fit: the loop times an epoch until its loss is fetched, and a constant loss
         # would not wait for the asynchronously dispatched solves.
         params = jax.block_until_ready(fit()) if int(state.epoch) == 0 else state.params
-        return FitState(state.epoch + 1, params), jnp.zeros((), jnp.float32)
+        return FitState(state.epoch + 1, params), jnp.zeros(replicas, jnp.float32)
 
     return train_epoch
+
+
+def ease_grid_evaluate(evaluate_fn, num_lambdas: int):
+    """`evaluate(params, keys [L]) -> {metric: [L]}` of an `ease.fit_grid` fit: each lambda's
+    B materialised in turn (`ease.grid_member`, one [I, I] at a time) and evaluated."""
+
+    def evaluate_all(params, keys):
+        per = [evaluate_fn(baselines.ease.grid_member(params, i), keys[i])
+               for i in range(num_lambdas)]  # fmt: skip
+        return {name: jnp.stack([p[name] for p in per]) for name in per[0]}
+
+    return evaluate_all
 
 
 def ials_epoch(state, data, key):
@@ -197,6 +219,10 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         t.num_seeds == 1 or m.model == "ials",
         f"--model={m.model} is deterministic: --num_seeds applies to --model=ials only",
     )
+    require(
+        not m.ease_lambdas or m.model == "ease",
+        f"--ease_lambdas applies to --model=ease only, not --model={m.model}",
+    )
     indptr, indices = data.train_csr()
     sizes = {"num_users": data.num_users, "num_items": data.num_items}
     hp = m.hyperparameters()
@@ -212,11 +238,17 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         # The loop jits the vmapped epoch itself for replicas.
         train_epoch = ials_epoch if t.num_seeds > 1 else _jitted_ials_epoch
     else:
-        fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
+        grid = m.ease_lambdas
+        if grid:  # one replica per lambda, all from one factorisation; keys as one seed's
+            fit = functools.partial(baselines.ease.fit_grid, indptr, indices, **sizes, lams=grid)
+            seeds, key = [t.seed] * len(grid), jnp.stack([jax.random.key(t.seed)] * len(grid))
+        else:
+            fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
+            key = jax.random.key(t.seed)
         shapes = jax.eval_shape(fit)  # the fitted pytree, so a checkpoint restores into it
         params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        state, key = FitState(jnp.zeros((), jnp.int32), params), jax.random.key(t.seed)
-        train_epoch, fit_data = closed_form_epoch(fit), None
+        state = FitState(jnp.zeros((), jnp.int32), params)
+        train_epoch, fit_data = closed_form_epoch(fit, (len(grid),) if grid else ()), None
 
     # The evaluator: the catalogue's scores, gathered for sampled candidates.
     model = create_model(m, data.num_users, data.num_items)
@@ -224,12 +256,15 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         *scoring.score_fns(model, data.num_items), data, e
     )
     head = describe_run("classic", data.name, configs, extra=extra, eval_protocol=e.protocol)
-    replicas = t.num_seeds > 1
+    replicas = t.num_seeds > 1 or bool(m.ease_lambdas)
+    evaluate_fn = _for_scoring(m.model, evaluate.combine(evaluators))
+    if m.ease_lambdas:
+        evaluate_fn = ease_grid_evaluate(evaluate_fn, len(m.ease_lambdas))
     return Task(
         state=state,
         train_epoch=train_epoch,
         data=fit_data,
-        evaluate=_for_scoring(m.model, evaluate.combine(evaluators)),
+        evaluate=evaluate_fn,
         key=key,
         select=history.selected(f"hr@{e.top_k}", e.select_epoch),
         epochs=epochs_of(m.model, t.epochs),
@@ -237,4 +272,5 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         options=resume_options(configs),
         has_validation=data.has_validation,
         seeds=seeds if replicas else None,
+        replicated=bool(m.ease_lambdas),
     )
