@@ -5,7 +5,10 @@ The state is a `loop.FitState`. A closed-form model fits in epoch 1 (its loss is
 epochs keep that fit; iALS runs one alternating sweep per epoch, from a seeded random start,
 and reports its objective as the loss, so `--epochs` is its number of sweeps and
 `--select_epoch` may pick the best sweep. `--num_seeds=N` (iALS only: the others are
-deterministic) vmaps N replicas in one program, as the NCF task does.
+deterministic) vmaps N replicas in one program, as the NCF task does. `--ease_lambdas` fits
+EASE^R at every lambda from one factorisation (`baselines.ease.fit_grid`), one replica each; the
+record carries that replica axis itself (`Task.replicated`): the state is the grid's shared
+factors, and each lambda's B is built in turn for its evaluation.
 
 Every hyperparameter is one option, prefixed by its model family (knn_, rp3_, svd_, slim_,
 ease_, ials_) so the flags never clash with the NCF task's when both are defined together.
