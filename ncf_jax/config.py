@@ -153,6 +153,12 @@ def positive() -> dict:
     return {"check": lambda v: v > 0, "message": "{flag} must be > 0, got {value}"}
 
 
+def positive_floats(name: str) -> dict:
+    """A comma-separated list of floats, each > 0 (e.g. a grid run in one program)."""
+    return {"parse": floats(name), "check": lambda v: all(x > 0 for x in v),
+            "message": "{flag} must be > 0, got {value}"}  # fmt: skip
+
+
 def at_least(low) -> dict:
     return {"check": lambda v: v >= low, "message": f"{{flag}} must be >= {low}, got {{value}}"}
 

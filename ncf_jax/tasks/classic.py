@@ -27,9 +27,9 @@ from ncf_jax.config import (
     DataConfig,
     EvalConfig,
     at_least,
-    floats,
     option,
     positive,
+    positive_floats,
     require,
     require_validation_for,
     resume_options,
@@ -74,9 +74,7 @@ class ClassicModelConfig:
         (),
         "EASE^R: fit every lambda from one tridiagonal reduction (ease.fit_grid), one replica "
         "each (replaces --ease_lambda), e.g. a search's grid; per-replica results under 'seeds'.",
-        parse=floats("ease_lambdas"),
-        check=lambda v: all(lam > 0 for lam in v),
-        message="{flag} must be > 0, got {value}",
+        **positive_floats("ease_lambdas"),
     )
     ials_factors: int = option(64, "iALS: embedding size d.", **positive())
     ials_alpha0: float = option(

@@ -23,9 +23,9 @@ from ncf_jax.config import (
     EvalConfig,
     TrainConfig,
     dtype,
-    floats,
     none_if_empty,
     option,
+    positive_floats,
     reg_layers,
     reg_mf,
     require,
@@ -153,9 +153,7 @@ class NCFTrainConfig(TrainConfig):
         (),
         "Train one replica per learning rate at once (jax.vmap, all from --seed; replaces "
         "--learning_rate), e.g. a search's rates; per-replica results under 'seeds'.",
-        parse=floats("learning_rates"),
-        check=lambda v: all(r > 0 for r in v),
-        message="{flag} must be > 0, got {value}",
+        **positive_floats("learning_rates"),
     )
     mesh_model: int = option(
         1,
