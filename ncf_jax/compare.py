@@ -18,7 +18,7 @@ validation HR@10 is chosen and only its test metrics are reported (it is not ref
 train + validation). Without tuning every model runs at its defaults. The points of an NCF
 model that differ only in learning rate train together, one vmapped replica each
 (`--learning_rates`), and EASE^R's lambdas fit from one factorisation (`--ease_lambdas`); each
-tried entry then records its share of that run's fit seconds.
+tried entry then records its share of that run's fit seconds (`GROUPED`).
 """
 
 from __future__ import annotations
@@ -164,24 +164,31 @@ def _name(point: dict) -> str:
     return "_".join(f"{k}={text(v)}" for k, v in point.items()) or "default"
 
 
-def grouped_flag(model: str) -> tuple[str, str] | None:
-    """(grid flag, its one-run flag) whose values `model` runs together: an NCF model's
-    learning rates (`--learning_rates`, one vmapped replica each) and EASE^R's lambdas
-    (`--ease_lambdas`, all from one factorisation); None for the others."""
-    if model in NEURAL:
-        return "learning_rate", "learning_rates"
-    return ("ease_lambda", "ease_lambdas") if model == "ease" else None
+# {model: ((grid flag, its one-run flag), ...)}: the grid values a model runs together in one
+# run, one replica each: an NCF model's learning rates (vmapped) and EASE^R's lambdas (one
+# factorisation). iALS's points run one at a time: they share one compiled sweep already, and
+# vmapped as replicas its ml-100k search measured slower on a 2-core CPU (14.2 s / 5.3 s of
+# sweeps against 11.2 s / 4.4 s).
+GROUPED = {
+    **{model: (("learning_rate", "learning_rates"),) for model in NEURAL},
+    "ease": (("ease_lambda", "ease_lambdas"),),
+}
+
+
+def grouped_flags(model: str, grid: list[dict]) -> tuple[tuple[str, str], ...]:
+    """The (grid flag, one-run flag) pairs of GROUPED[model] that every point of `grid` sets."""
+    return tuple(pair for pair in GROUPED.get(model, ()) if all(pair[0] in p for p in grid))
 
 
 def vmapped_groups(model: str, grid: list[dict]) -> list[list[dict]]:
-    """The grid's points in runs: the points that differ only in the model's `grouped_flag`
+    """The grid's points in runs: the points that differ only in the model's grouped flags
     run in one run; others one run a point."""
-    flags = grouped_flag(model)
-    if flags is None or not all(flags[0] in p for p in grid):
+    flags = [flag for flag, _ in grouped_flags(model, grid)]
+    if not flags:
         return [[p] for p in grid]
     groups = {}
     for p in grid:
-        rest = tuple((k, v) for k, v in p.items() if k != flags[0])
+        rest = tuple((k, v) for k, v in p.items() if k not in flags)
         groups.setdefault(rest, []).append(p)
     return list(groups.values())
 
@@ -190,9 +197,9 @@ def search(model, protocol, suite, home: pathlib.Path, run, group: list[dict]) -
     """The tried entries of one run of the search (one point, or a group run together)."""
     point = group[0]
     if len(group) > 1:
-        flag, together = grouped_flag(model)
-        point = {k: v for k, v in point.items() if k != flag}
-        point[together] = tuple(p[flag] for p in group)
+        pairs = grouped_flags(model, group)
+        point = {k: v for k, v in point.items() if k not in dict(pairs)}
+        point |= {together: tuple(p[flag] for p in group) for flag, together in pairs}
     workdir = home / "tune" / _name(point)
     results = run(model, options_of(model, protocol, suite, point, 1), workdir, plot=False)
     fit = summarise_run(results, METRICS[protocol])["fit_seconds"]

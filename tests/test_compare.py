@@ -183,6 +183,8 @@ def test_an_ncf_models_learning_rates_are_searched_in_one_vmapped_run(folder, tm
         [{"knn_k": 1}],
         [{"knn_k": 2}],
     ]
+    ials = compare.points({"ials_alpha0": [0.1, 1.0], "ials_reg": [0.01, 0.03]})
+    assert compare.vmapped_groups("ials", ials) == [[p] for p in ials]
     suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
                                   epochs=2, tune=True)  # fmt: skip
     grid = {"learning_rate": [0.001, 0.05]}
