@@ -164,31 +164,26 @@ def _name(point: dict) -> str:
     return "_".join(f"{k}={text(v)}" for k, v in point.items()) or "default"
 
 
-# {model: ((grid flag, its one-run flag), ...)}: the grid values a model runs together in one
-# run, one replica each: an NCF model's learning rates (vmapped) and EASE^R's lambdas (one
+# {model: (grid flag, its one-run flag)}: the grid values a model runs together in one run, one
+# replica each: an NCF model's learning rates (vmapped) and EASE^R's lambdas (one
 # factorisation). iALS's points run one at a time: they share one compiled sweep already, and
 # vmapped as replicas its ml-100k search measured slower on a 2-core CPU (14.2 s / 5.3 s of
 # sweeps against 11.2 s / 4.4 s).
 GROUPED = {
-    **{model: (("learning_rate", "learning_rates"),) for model in NEURAL},
-    "ease": (("ease_lambda", "ease_lambdas"),),
+    **dict.fromkeys(NEURAL, ("learning_rate", "learning_rates")),
+    "ease": ("ease_lambda", "ease_lambdas"),
 }
 
 
-def grouped_flags(model: str, grid: list[dict]) -> tuple[tuple[str, str], ...]:
-    """The (grid flag, one-run flag) pairs of GROUPED[model] that every point of `grid` sets."""
-    return tuple(pair for pair in GROUPED.get(model, ()) if all(pair[0] in p for p in grid))
-
-
 def vmapped_groups(model: str, grid: list[dict]) -> list[list[dict]]:
-    """The grid's points in runs: the points that differ only in the model's grouped flags
-    run in one run; others one run a point."""
-    flags = [flag for flag, _ in grouped_flags(model, grid)]
-    if not flags:
+    """The grid's points in runs: the points that differ only in the model's GROUPED flag run
+    in one run; others one run a point."""
+    flag = GROUPED.get(model, (None,))[0]
+    if flag is None or not all(flag in p for p in grid):
         return [[p] for p in grid]
     groups = {}
     for p in grid:
-        rest = tuple((k, v) for k, v in p.items() if k not in flags)
+        rest = tuple((k, v) for k, v in p.items() if k != flag)
         groups.setdefault(rest, []).append(p)
     return list(groups.values())
 
@@ -197,9 +192,9 @@ def search(model, protocol, suite, home: pathlib.Path, run, group: list[dict]) -
     """The tried entries of one run of the search (one point, or a group run together)."""
     point = group[0]
     if len(group) > 1:
-        pairs = grouped_flags(model, group)
-        point = {k: v for k, v in point.items() if k not in dict(pairs)}
-        point |= {together: tuple(p[flag] for p in group) for flag, together in pairs}
+        flag, together = GROUPED[model]
+        point = {k: v for k, v in point.items() if k != flag}
+        point[together] = tuple(p[flag] for p in group)
     workdir = home / "tune" / _name(point)
     results = run(model, options_of(model, protocol, suite, point, 1), workdir, plot=False)
     fit = summarise_run(results, METRICS[protocol])["fit_seconds"]

@@ -76,6 +76,13 @@ def history(indptr, indices, num_users: int, num_items: int) -> dict:
     return _device_csr(*check_csr(indptr, indices, num_users, num_items))
 
 
+def longest_first(counts) -> tuple[jax.Array, jax.Array]:
+    """(order, position), [n] int32: the lists by descending length (ties by id), as the walks
+    take them in blocks of similar lengths, and each list's place in that order."""
+    order = np.argsort(-np.asarray(counts), kind="stable").astype(np.int32)
+    return jnp.asarray(order), jnp.asarray(np.argsort(order).astype(np.int32))
+
+
 def item_users(indptr, indices, num_users: int, num_items: int) -> dict:
     """The CSR of X^T (each item's users, ascending) on the device, "order": [num_items] int32
     the items by descending count (ties by id), as `gram` walks them, and "position": each
@@ -84,10 +91,8 @@ def item_users(indptr, indices, num_users: int, num_items: int) -> dict:
     users = rows_of(indptr)[np.argsort(indices, kind="stable")]
     item_counts = np.bincount(indices, minlength=num_items)
     item_indptr = np.concatenate([[0], np.cumsum(item_counts)])
-    order = np.argsort(-item_counts, kind="stable").astype(np.int32)
-    position = np.argsort(order).astype(np.int32)
-    walk = {"order": jnp.asarray(order), "position": jnp.asarray(position)}
-    return _device_csr(item_indptr, users) | walk
+    order, position = longest_first(item_counts)
+    return _device_csr(item_indptr, users) | {"order": order, "position": position}
 
 
 HISTORY_COST = 4  # dense multiply-adds one list entry of a walk costs per column (ML-1M shape,

@@ -22,16 +22,16 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ncf_jax.baselines import _matrix
 
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
-def _neighbours(x, history, order, doc_w, term_w, shrink, *, k: int, chunk_size: int):
+def _neighbours(x, history, order, position, doc_w, term_w, shrink, *, k: int, chunk_size: int):
     """(ids [U, k] int32, weights [U, k] float32) of each user's top-k cosine neighbours.
 
-    The users go in blocks of `chunk_size` by descending history length (`order`); a block's
+    The users go in blocks of `chunk_size` by descending history length (`order`, and each
+    user's `position` in it: `_matrix.longest_first`); a block's
     [chunk, U] inner products are the sums of X^T's rows over each user's items, weighted by
     term_w^2 (`_matrix._list_sums`: nnz * U adds in all), or the dense product of its rows with
     X^T where HISTORY_COST * longest > num_items, as `_matrix.score_history` chooses.
@@ -56,7 +56,6 @@ def _neighbours(x, history, order, doc_w, term_w, shrink, *, k: int, chunk_size:
         return cols.astype(jnp.int32), values
 
     cols, values = jax.lax.map(block, blocks)
-    position = jnp.zeros(num_users, jnp.int32).at[order].set(jnp.arange(num_users))
     return cols.reshape(-1, k)[position], values.reshape(-1, k)[position]
 
 
@@ -80,11 +79,11 @@ def fit(
     x = _matrix.dense_binary(indptr, indices, num_users, num_items)
     history = _matrix.history(indptr, indices, num_users, num_items)
     user_counts, item_counts = _matrix.counts(indptr, indices, num_items)
-    order = jnp.asarray(np.argsort(-user_counts, kind="stable").astype(np.int32))
+    order, position = _matrix.longest_first(user_counts)
     doc_w, term_w = _matrix.feature_weights(user_counts, item_counts, weighting)
     k = max(1, min(k, num_users - 1))
     ids, weights = _neighbours(
-        x, history, order, jnp.asarray(doc_w), jnp.asarray(term_w), shrink, k=k,
+        x, history, order, position, jnp.asarray(doc_w), jnp.asarray(term_w), shrink, k=k,
         chunk_size=chunk_size,
     )  # fmt: skip
     return {"x": x, "neighbours": ids, "weights": weights}
