@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ncf_jax.models.layers import LOOKED_UP
+from ncf_jax.models.layers import LOOKED_UP, PENALISED
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -60,7 +60,8 @@ def l2_penalty(params, batch, weights, *, tables, reg_mf: float, reg_layers: tup
 
     Args:
       params: Flax variables `{"params": ...}`. A `looked_up` collection (row-sparse training)
-        gives rows already looked up; its tables need not be in `params`.
+        gives rows already looked up; its tables need not be in `params`. A `penalised` one
+        gives the rows to penalise instead (`ncf_jax.train.packing`).
       batch: the batch, holding the ids ("users", "items") each table is indexed by.
       weights: [batch] float32 sample weights (0 for padding).
       tables: {path: Table} of the model (`layers.table_labels`); None when the model has no
@@ -74,7 +75,7 @@ def l2_penalty(params, batch, weights, *, tables, reg_mf: float, reg_layers: tup
     if any(len(path) != 3 and t.l2 for path, t in tables.items()):
         raise ValueError("embedding L2 reaches tables of the model's top level only")
     total = jnp.zeros((), jnp.float32)
-    looked_up = params.get(LOOKED_UP, {})
+    looked_up = params.get(PENALISED, params.get(LOOKED_UP, {}))
     for name, leaf in (looked_up | params["params"]).items():
         if not isinstance(leaf, dict):
             continue

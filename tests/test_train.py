@@ -485,6 +485,73 @@ def test_train_epoch_is_deterministic_and_donates_state():
     )
 
 
+PACKED_CASES = {  # name -> (model config, learner, batch layout, packed?)
+    "neumf-adam": (
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4)),
+        "adam",
+        "shuffled",
+        True,
+    ),
+    "neumf-kernel-l2-grouped-adamw": (  # a penalty on the kernels only: the rows are not read
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4), reg_layers=(0.0, 0.3)),
+        "adamw",
+        "grouped",
+        True,
+    ),
+    "gmf-adagrad": (ModelConfig(model="gmf", num_factors=4), "adagrad", "shuffled", True),
+    "neumf-rows-l2": (  # the penalty reads the rows: per-table autodiff, unpacked
+        ModelConfig(model="neumf", num_factors=4, layers=(8, 4), reg_mf=0.1, reg_layers=(0.2, 0.3)),
+        "adam",
+        "shuffled",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PACKED_CASES))
+def test_packed_dense_epochs_are_bitwise_optax_on_the_model_tables(case):
+    """Dense training runs its epochs on the tables packed one array per batch id
+    (`train.packed_dense_step`) unless the L2 penalty reads their rows; against
+    `train.dense_step` on the model's own tables (no `tables=`): two epochs with the same
+    losses, parameters and optimiser state, bit for bit, for any elementwise optimiser and
+    either batch layout; the state between epochs in the model's layout."""
+    config, learner, layout, packs = PACKED_CASES[case]
+    dev = interactions.from_data(DATA)
+    model = create_model(config, DATA.num_users, DATA.num_items)
+    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+    tables = _tables(model)
+    loss_fn = train.make_loss_fn(model.apply, config, tables)
+    tx = optim.make_optimizer(learner, 0.01)
+    make = functools.partial(batching.LAYOUTS[layout], num_neg=3, batch_size=64)
+    first = jax.tree.map(lambda x: x[0], make(jax.random.key(0), dev))
+    groups = train.packing(loss_fn, params, tables, first)
+    if not packs:
+        assert groups is None
+    else:
+        sides = [(ids, [p[1] for p, _ in cols]) for ids, cols in groups]
+        assert sides == (
+            [("items", ["mf_item"]), ("users", ["mf_user"])]
+            if config.model == "gmf"
+            else [("items", ["mf_item", "mlp_item"]), ("users", ["mf_user", "mlp_user"])]
+        )
+    packed = train.make_train_epoch(loss_fn, tx, make, tables=tables)
+    per_table = train.make_train_epoch(loss_fn, tx, make)
+    states = [train.create_train_state(jax.tree.map(jnp.copy, params), tx, lazy=False)
+              for _ in range(2)]  # fmt: skip
+    for epoch in range(2):
+        key = jax.random.key(epoch)
+        (states[0], loss), (states[1], reference) = (
+            packed(states[0], dev, key),
+            per_table(states[1], dev, key),
+        )
+        assert float(loss) == float(reference)
+    assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
+    jax.tree.map(np.testing.assert_array_equal, states[0], states[1])
+    assert not np.array_equal(  # it trained
+        states[0].params["params"]["mf_user"]["embedding"], params["params"]["mf_user"]["embedding"]
+    )
+
+
 class _Renamed(nn.Module):
     """GMF with tables named unlike any convention: the labels, not the names, decide."""
 

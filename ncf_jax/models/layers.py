@@ -31,6 +31,9 @@ dense_init = nn.initializers.lecun_uniform()
 # tables it keeps packed side by side, and differentiates the loss with respect to those rows:
 # the gradient then has the batch's size, never the table's.
 LOOKED_UP = "looked_up"
+# Rows the L2 penalty (`ncf_jax.losses.l2_penalty`) reads in place of `looked_up`'s: passed
+# apart, they show whether a loss penalises table rows at all (`ncf_jax.train.packing`).
+PENALISED = "penalised"
 
 
 @dataclasses.dataclass(frozen=True)
