@@ -106,13 +106,14 @@ def dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx) -> tup
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
 
 
-# ------------------------------------------------------------ dense training on packed tables
-# Dense Adam's step is bound by its sweep over every table row (three passes per table: mu,
-# nu, value). An epoch therefore runs on the tables packed side by side, one [rows, sum of
-# widths] array per batch id ("users", "items"), with their optimiser state packed alike:
-# half as many table-sized passes and scatters for NeuMF, and bitwise the same numbers, as
-# every optimiser of `optim.make_optimizer` is elementwise. The state outside an epoch keeps
-# the model's own layout (parameter names and checkpoints unchanged).
+# ------------------------------------------------------------------------------ packed tables
+# Every step that knows the tables runs on them packed side by side: one [rows, sum of widths]
+# array per batch id ("users", "items"), its optimiser state (optax's moments, row-sparse
+# Adam's RowMoments, the gradient-sum buffers) packed alike. NeuMF's four tables become two:
+# half the gathers, scatters and table-sized passes a step, and bitwise the same numbers, as
+# each row's arithmetic is elementwise (every optimiser of `optim.make_optimizer` is). An
+# epoch packs its state on entry and unpacks it on exit: between epochs the state has the
+# model's own layout (parameter names and checkpoints unchanged).
 
 
 def table_groups(params, tables: dict) -> tuple:
@@ -130,19 +131,24 @@ def table_groups(params, tables: dict) -> tuple:
 def pack_tables(params, groups: tuple) -> dict:
     """{"dense": params without the tables, "tables": (one packed array per group, ...)}."""
     tables, dense = split_tables(params, {p: None for _, cols in groups for p, _ in cols})
-    packed = tuple(jnp.concatenate([tables[p] for p, _ in cols], -1) for _, cols in groups)
-    return {"dense": dense, "tables": packed}
+    return {"dense": dense, "tables": _packed(groups, lambda path: tables[path])}
 
 
 def unpack_tables(packed: dict, groups: tuple):
-    return merge_tables(
-        {
-            path: columns
-            for (_, cols), table in zip(groups, packed["tables"], strict=True)
-            for path, columns in _columns(table, cols)
-        },
-        packed["dense"],
-    )
+    return merge_tables(_unpacked(groups, packed["tables"]), packed["dense"])
+
+
+def _packed(groups: tuple, array_of) -> tuple:
+    return tuple(jnp.concatenate([array_of(p) for p, _ in cols], -1) for _, cols in groups)
+
+
+def _unpacked(groups: tuple, arrays: tuple) -> dict:
+    """{path: its columns} of one packed array per group."""
+    return {
+        path: columns
+        for (_, cols), array in zip(groups, arrays, strict=True)
+        for path, columns in _columns(array, cols)
+    }
 
 
 def _columns(array: jax.Array, columns: tuple):
@@ -161,138 +167,69 @@ def _map_param_trees(fn, tree, params):
 
 
 def packed_state(state: TrainState, groups: tuple) -> TrainState:
-    """`state` with its params and their optimiser state on packed tables."""
+    """`state` on packed tables: params, the optimiser state shaped like them, and row-sparse
+    Adam's moments ({name: RowMoments} -> one RowMoments per group)."""
     pack = lambda tree: pack_tables(tree, groups)
+    moments = state.table_moments
+    if moments:
+        field = lambda f: _packed(groups, lambda path: getattr(moments["/".join(path)], f))
+        moments = tuple(map(optim.RowMoments, field("mu"), field("nu")))
     return state.replace(
-        params=pack(state.params), opt_state=_map_param_trees(pack, state.opt_state, state.params)
+        params=pack(state.params),
+        opt_state=_map_param_trees(pack, state.opt_state, state.params),
+        table_moments=moments,
     )
 
 
 def unpacked_state(state: TrainState, groups: tuple) -> TrainState:
     unpack = lambda tree: unpack_tables(tree, groups)
+    moments = state.table_moments
+    if moments:
+        mu, nu = (_unpacked(groups, tuple(getattr(m, f) for m in moments)) for f in ("mu", "nu"))
+        moments = {"/".join(p): optim.RowMoments(mu[p], nu[p]) for p in mu}
     return state.replace(
         params=unpack(state.params),
         opt_state=_map_param_trees(unpack, state.opt_state, state.params),
+        table_moments=moments,
     )
 
 
 def packing(loss_fn: LossFn, params, tables: dict, batch: Batches) -> tuple | None:
-    """`table_groups` of `tables`, or None where packing would change the numbers: when the
-    loss's L2 penalty reads the looked-up rows (traced once, with the rows it would penalise
-    passed apart as `layers.PENALISED`). Then autodiff sums the model's and the penalty's
-    gradients of a row in an order of XLA's choosing, which one scatter of the rows' summed
-    gradients cannot promise to repeat."""
+    """`table_groups` of `tables` for dense training, or None where packing would change its
+    numbers: when the loss's L2 penalty reads the looked-up rows (traced once, with the rows
+    it would penalise passed apart as `layers.PENALISED`). Then autodiff of the tables sums
+    the model's and the penalty's gradients of a row in an order of XLA's choosing, which one
+    scatter of the rows' summed gradients cannot promise to repeat. (Row-sparse training
+    always packs: its penalty always reads the looked-up rows.)"""
     arrays, dense = split_tables(params, tables)
     rows = {path: _lookup(table, batch[tables[path].ids]) for path, table in arrays.items()}
-    loss = lambda dense, rows, batch, penalised: _loss_on_rows(
-        dense, rows, batch, loss_fn, penalised
-    )
-    jaxpr = jax.make_jaxpr(loss)(dense, rows, batch, rows).jaxpr
+    loss = lambda dense, rows, penalised: _loss_on_rows(dense, rows, batch, loss_fn, penalised)
+    jaxpr = jax.make_jaxpr(loss)(dense, rows, rows).jaxpr
     penalised = jaxpr.invars[-len(jax.tree.leaves(rows)) :]  # the last argument's leaves
     read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars} | {id(v) for v in jaxpr.outvars}
     return None if any(id(v) in read for v in penalised) else table_groups(params, tables)
 
 
-def packed_dense_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, groups):
-    """`dense_step` on a `packed_state` (`groups` from `packing`): the same numbers, bitwise.
-    Each group's rows are looked up once, the loss differentiated with respect to them and
-    their gradients scatter-added into a zero table, as autodiff of the model's lookups does."""
-    packed = state.params
-    groups = tuple(zip(groups, packed["tables"], strict=True))
-    rows = {}
-    for (key, cols), table in groups:
-        rows.update(_columns(_lookup(table, batch[key]), cols))
+def _row_gradients(packed: dict, batch: Batches, loss_fn: LossFn, groups: tuple):
+    """(loss, dense gradients, ((ids, rows, row gradients), ...) per group): the loss
+    differentiated with respect to the dense parameters and the rows each packed table gives
+    the batch (looked up once a group, passed to the model as `looked_up`, see
+    `ncf_jax.models.layers.Embed`); ids flat, rows and gradients [ids, packed width]."""
+    looked = [_lookup(t, batch[k]) for (k, _), t in zip(groups, packed["tables"], strict=True)]
+    rows = {
+        path: r
+        for (_, cols), x in zip(groups, looked, strict=True)
+        for path, r in _columns(x, cols)
+    }
     loss, (g_dense, g_rows) = jax.value_and_grad(_loss_on_rows, argnums=(0, 1))(
         packed["dense"], rows, batch, loss_fn
     )
-    g_tables = tuple(
-        jnp.zeros_like(table)
-        .at[batch[key].reshape(-1)]
-        .add(
-            jnp.concatenate([g_rows[p] for p, _ in cols], -1).reshape(-1, table.shape[-1]),
-            mode="drop",
-        )
-        for (key, cols), table in groups
-    )
-    updates, opt_state = tx.update({"dense": g_dense, "tables": g_tables}, state.opt_state, packed)
-    params = optax.apply_updates(packed, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
-
-
-def _dense_epoch_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, groups):
-    """`packed_dense_step` where `packing` packed the state, else `dense_step`."""
-    if groups is None:
-        return dense_step(state, batch, loss_fn=loss_fn, tx=tx)
-    return packed_dense_step(state, batch, loss_fn=loss_fn, tx=tx, groups=groups)
-
-
-# ------------------------------------------------------------------------ row-sparse training
-
-
-def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate, tables):
-    """Row-sparse Adam step: table rows outside the batch are left untouched.
-
-    One step on its own; an epoch (`make_train_epoch`) runs `lazy_update` instead and carries
-    the gradient-sum buffers through its scan, so it pays their O(table) allocation once.
-    """
-    sums = {name: jnp.zeros_like(m.mu) for name, m in state.table_moments.items()}
-    state, _, loss = lazy_update(
-        state, sums, batch, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
-    )
-    return state, loss
-
-
-def lazy_update(state: TrainState, sums: dict, batch: Batches, *, loss_fn, tx, learning_rate,
-                tables):  # fmt: skip
-    """(state, sums, loss): one row-sparse Adam step, O(batch) whatever the table sizes.
-
-    The loss is differentiated with respect to the rows looked up in the batch (passed to the
-    model as `looked_up`, see `ncf_jax.models.layers.Embed`), never the tables. `sums` holds
-    one all-zero buffer per table (`{table name: [rows, dim]}`): the row gradients are
-    scatter-added into it, read back at the batch's ids (so every copy of a repeated id sees
-    the sum over all of them), and those rows are zeroed again. That replaces a sort and a
-    segment sum per step; the sums are added in batch order as before, so the result is
-    bitwise the same. Every copy of a repeated id then writes the same new values.
-    """
-    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
-        state, batch, loss_fn, tables
-    )
-    updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, dense)
-    dense = optax.apply_updates(dense, updates)
-    new_tables, moments, new_sums = {}, {}, {}
-    for path, table in tables.items():
-        name = "/".join(path)
-        ids = ids_of(path).reshape(-1)
-        new_tables[path], moments[name], new_sums[name] = _adam_table(
-            table,
-            state.table_moments[name],
-            sums[name],
-            ids,
-            rows[path].reshape(-1, table.shape[-1]),
-            g_rows[path].reshape(-1, table.shape[-1]),
-            state.step,
-            learning_rate=learning_rate,
-        )
-    new_state = state.replace(
-        step=state.step + 1,
-        params=merge_tables(new_tables, dense),
-        opt_state=opt_state,
-        table_moments=moments,
-    )
-    return new_state, new_sums, loss
-
-
-def _row_gradients(state: TrainState, batch: Batches, loss_fn: LossFn, labels: dict):
-    """The loss differentiated with respect to the dense parameters and the rows the batch
-    looks up in each table of `labels`: (loss, {path: table}, dense params, ids_of(path),
-    {path: rows}, dense gradients, {path: row gradients})."""
-    tables, dense = split_tables(state.params, labels)
-    ids_of = lambda path: batch[labels[path].ids]
-    rows = {path: _lookup(table, ids_of(path)) for path, table in tables.items()}
-    (loss, (g_dense, g_rows)) = jax.value_and_grad(_loss_on_rows, argnums=(0, 1))(
-        dense, rows, batch, loss_fn
-    )
-    return loss, tables, dense, ids_of, rows, g_dense, g_rows
+    per_group = []
+    for (key, cols), looked_up in zip(groups, looked, strict=True):
+        width = looked_up.shape[-1]
+        grads = jnp.concatenate([g_rows[p] for p, _ in cols], -1).reshape(-1, width)
+        per_group.append((batch[key].reshape(-1), looked_up.reshape(-1, width), grads))
+    return loss, g_dense, per_group
 
 
 def _loss_on_rows(dense, rows: dict, batch: Batches, loss_fn: LossFn, penalised=None):
@@ -306,6 +243,64 @@ def _loss_on_rows(dense, rows: dict, batch: Batches, loss_fn: LossFn, penalised=
 
 def _lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
     return table.at[ids].get(mode="fill", fill_value=0)
+
+
+def on_model_tables(update, state: TrainState, batch: Batches, *, tables: dict, **kwargs):
+    """(state, loss): one step of a packed-state `update(state, sums, batch, groups=, ...)`
+    on a state in the model's layout (packed, stepped with fresh sums, unpacked)."""
+    groups = table_groups(state.params, tables)
+    packed = packed_state(state, groups)
+    sums = tuple(jnp.zeros_like(m.mu) for m in packed.table_moments)
+    packed, _, loss = update(packed, sums, batch, groups=groups, **kwargs)
+    return unpacked_state(packed, groups), loss
+
+
+# ------------------------------------------------------------------- the steps on packed tables
+
+
+def packed_dense_step(state: TrainState, sums, batch: Batches, *, loss_fn: LossFn, tx, groups):
+    """(state, sums, loss): `dense_step` on a `packed_state` (`groups` from `packing`), the
+    same numbers, bitwise: the rows' gradients scatter-added into a zero table, as autodiff
+    of the model's lookups does, then `tx` on the packed tree."""
+    packed = state.params
+    loss, g_dense, per_group = _row_gradients(packed, batch, loss_fn, groups)
+    g_tables = tuple(
+        jnp.zeros_like(table).at[ids].add(grads, mode="drop")
+        for table, (ids, _, grads) in zip(packed["tables"], per_group, strict=True)
+    )
+    updates, opt_state = tx.update({"dense": g_dense, "tables": g_tables}, state.opt_state, packed)
+    params = optax.apply_updates(packed, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums, loss
+
+
+def lazy_update(state: TrainState, sums: tuple, batch: Batches, *, loss_fn, tx, learning_rate,
+                groups):  # fmt: skip
+    """(state, sums, loss): one row-sparse Adam step on a `packed_state`, O(batch) whatever
+    the table sizes. The dense parameters take `tx` as one flat vector (`dense_tx`).
+
+    `sums` holds one all-zero buffer per group (shaped like its packed table): the row
+    gradients are scatter-added into it, read back at the batch's ids (so every copy of a
+    repeated id sees the sum over all of them), and those rows are zeroed again. That replaces
+    a sort and a segment sum per step; the sums are added in batch order as before, so the
+    result is bitwise the same. Every copy of a repeated id then writes the same new values.
+    """
+    packed = state.params
+    loss, g_dense, per_group = _row_gradients(packed, batch, loss_fn, groups)
+    updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, packed["dense"])
+    tables, moments, new_sums = [], [], []
+    for table, m, buffer, (ids, rows, grads) in zip(
+        packed["tables"], state.table_moments, sums, per_group, strict=True
+    ):
+        out = _adam_table(
+            table, m, buffer, ids, rows, grads, state.step, learning_rate=learning_rate
+        )
+        for outputs, value in zip((tables, moments, new_sums), out, strict=True):
+            outputs.append(value)
+    params = {"dense": optax.apply_updates(packed["dense"], updates), "tables": tuple(tables)}
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, table_moments=tuple(moments)
+    )
+    return new_state, tuple(new_sums), loss
 
 
 def _adam_table(table, moments, sums, ids, rows, grads, count, *, learning_rate) -> tuple:
@@ -325,44 +320,57 @@ def _adam_table(table, moments, sums, ids, rows, grads, count, *, learning_rate)
     return table.at[ids].set(rows, mode="drop"), moments, sums
 
 
-def row_sgd_update(state: TrainState, batch: Batches, *, loss_fn: LossFn, learning_rate, tables):
-    """(state, loss): SGD that differentiates the looked-up rows and scatter-adds them back.
+def row_sgd_update(state: TrainState, sums, batch: Batches, *, loss_fn: LossFn, learning_rate,
+                   groups):  # fmt: skip
+    """(state, sums, loss): SGD on the looked-up rows and the dense parameters, packed: the
+    benchmark's floor (`make_floor_epoch`), the least any optimiser that touches only the
+    batch's rows can cost (`benchmarks.ncf_epoch` times every configuration as a multiple
+    of it)."""
+    packed = state.params
+    loss, g_dense, per_group = _row_gradients(packed, batch, loss_fn, groups)
+    dense = jax.tree.map(lambda p, g: p - learning_rate * g, packed["dense"], g_dense)
+    params = {"dense": dense, "tables": _sgd_tables(packed["tables"], per_group, learning_rate)}
+    return state.replace(step=state.step + 1, params=params), sums, loss
 
-    The floor of any optimiser that touches only the batch's rows (`benchmarks.ncf_epoch`
-    times every configuration as a multiple of it); dense parameters get plain SGD too.
-    """
-    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
-        state, batch, loss_fn, tables
+
+def lazy_sgd_update(state: TrainState, sums, batch: Batches, *, loss_fn: LossFn, tx,
+                    learning_rate, groups):  # fmt: skip
+    """(state, sums, loss): `--learner=sgd` with row-sparse tables, packed. SGD gives a row
+    outside the batch a zero update, so this is dense SGD (`dense_step` with optax.sgd)
+    without its table-sized zero gradients: the same numbers except where an id repeats in a
+    batch, whose gradients are added to the row one by one instead of summed first (float
+    rounding only)."""
+    packed = state.params
+    loss, g_dense, per_group = _row_gradients(packed, batch, loss_fn, groups)
+    updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, packed["dense"])
+    lr = optim.rate_at(learning_rate, state.step)
+    params = {
+        "dense": optax.apply_updates(packed["dense"], updates),
+        "tables": _sgd_tables(packed["tables"], per_group, lr),
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums, loss
+
+
+def _sgd_tables(tables: tuple, per_group: list, learning_rate) -> tuple:
+    """Each packed table with `-learning_rate *` its row gradients scatter-added at the ids."""
+    return tuple(
+        table.at[ids].add(-learning_rate * grads, mode="drop")
+        for table, (ids, _, grads) in zip(tables, per_group, strict=True)
     )
-    dense = jax.tree.map(lambda p, g: p - learning_rate * g, dense, g_dense)
-    new_tables = _sgd_tables(tables, ids_of, g_rows, learning_rate)
-    return state.replace(step=state.step + 1, params=merge_tables(new_tables, dense)), loss
+
+
+def lazy_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate, tables):
+    """(state, loss): one row-sparse Adam step (`lazy_update`) on a state in the model's
+    layout; table rows outside the batch are left untouched."""
+    return on_model_tables(lazy_update, state, batch, tables=tables, loss_fn=loss_fn, tx=tx,
+                           learning_rate=learning_rate)  # fmt: skip
 
 
 def lazy_sgd_step(state: TrainState, batch: Batches, *, loss_fn: LossFn, tx, learning_rate,
                   tables):  # fmt: skip
-    """(state, loss): `--learner=sgd` with row-sparse tables. SGD gives a row outside the batch
-    a zero update, so this is dense SGD (`dense_step` with optax.sgd) without its table-sized
-    zero gradients: the same numbers except where an id repeats in a batch, whose gradients
-    are added to the row one by one instead of summed first (float rounding only)."""
-    loss, tables, dense, ids_of, rows, g_dense, g_rows = _row_gradients(
-        state, batch, loss_fn, tables
-    )
-    updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, dense)
-    dense = optax.apply_updates(dense, updates)
-    lr = optim.rate_at(learning_rate, state.step)
-    params = merge_tables(_sgd_tables(tables, ids_of, g_rows, lr), dense)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), loss
-
-
-def _sgd_tables(tables: dict, ids_of, g_rows: dict, learning_rate) -> dict:
-    """Each table with `-learning_rate *` its row gradients scatter-added at the batch's ids."""
-    return {
-        path: table.at[ids_of(path).reshape(-1)].add(
-            -learning_rate * g_rows[path].reshape(-1, table.shape[-1]), mode="drop"
-        )
-        for path, table in tables.items()
-    }
+    """(state, loss): one `lazy_sgd_update` on a state in the model's layout."""
+    return on_model_tables(lazy_sgd_update, state, batch, tables=tables, loss_fn=loss_fn, tx=tx,
+                           learning_rate=learning_rate)  # fmt: skip
 
 
 LOSSES = ("bce", "bpr")  # make_loss_fn's `loss`
@@ -408,66 +416,58 @@ def make_train_epoch(
 ):
     """A jitted `train_epoch(state, data, key) -> (state, mean_loss)`; `state` is donated.
     Row-sparse (`lazy`) training updates only the rows of `tables` (`layers.table_labels`)
-    that a batch looks up, by `row_learner` ("adam": `lazy_update`; "sgd": `lazy_sgd_step`),
-    and the state must come from `create_train_state` with the same `row_learner`.
+    that a batch looks up, by `row_learner` ("adam": `lazy_update`; "sgd": `lazy_sgd_update`),
+    and the state must come from `create_train_state` with the same `row_learner`. With
+    `tables`, the epoch runs on them packed (`packed_state`), dense training too unless its
+    L2 penalty reads their rows (`packing`).
 
     `make_batches(key, data)` builds the epoch's `[steps, batch, ...]` arrays on device (e.g.
     `functools.partial(batching.epoch_batches, num_neg=4, batch_size=256)`); the epoch's key
     is `fold_in(key, state.epoch)`: same key, same epoch, same numbers.
     """
-    if lazy and row_learner == "sgd":  # scatter-adds sum repeated ids: no gradient-sum buffers
-        step_fn = _without_sums(functools.partial(
-            lazy_sgd_step, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
-        ))  # fmt: skip
-        return _scanned_epoch(step_fn, make_batches, lazy=False)
-    if lazy:
-        step_fn = functools.partial(
-            lazy_update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate, tables=tables
-        )
-    elif tables:
-        step_fn = _without_sums(functools.partial(_dense_epoch_step, loss_fn=loss_fn, tx=tx))
-        pack = lambda params, batch: packing(loss_fn, params, tables, batch)
-        return _scanned_epoch(step_fn, make_batches, lazy=False, pack=pack)
-    else:
-        step_fn = _without_sums(functools.partial(dense_step, loss_fn=loss_fn, tx=tx))
-    return _scanned_epoch(step_fn, make_batches, lazy=lazy)
+    if lazy:  # always on packed tables
+        update = {"adam": lazy_update, "sgd": lazy_sgd_update}[row_learner]
+        step_fn = functools.partial(update, loss_fn=loss_fn, tx=tx, learning_rate=learning_rate)
+        pack = lambda params, _: table_groups(params, tables)
+    else:  # packed where `packing` keeps the numbers
+        step_fn = functools.partial(_dense_epoch_step, loss_fn=loss_fn, tx=tx)
+        pack = (lambda params, batch: packing(loss_fn, params, tables, batch)) if tables else None
+    return _scanned_epoch(step_fn, make_batches, pack=pack)
+
+
+def _dense_epoch_step(state: TrainState, sums, batch: Batches, *, loss_fn: LossFn, tx, groups):
+    """`packed_dense_step` where `packing` packed the state, else `dense_step`."""
+    if groups is None:
+        state, loss = dense_step(state, batch, loss_fn=loss_fn, tx=tx)
+        return state, sums, loss
+    return packed_dense_step(state, sums, batch, loss_fn=loss_fn, tx=tx, groups=groups)
 
 
 def make_floor_epoch(loss_fn: LossFn, make_batches, *, learning_rate: float, tables: dict):
     """`make_train_epoch`'s epoch with `row_sgd_update` steps: the benchmark's floor."""
-    sgd = functools.partial(
-        row_sgd_update, loss_fn=loss_fn, learning_rate=learning_rate, tables=tables
-    )
-    return _scanned_epoch(_without_sums(sgd), make_batches, lazy=False)
+    sgd = functools.partial(row_sgd_update, loss_fn=loss_fn, learning_rate=learning_rate)
+    return _scanned_epoch(sgd, make_batches, pack=lambda params, _: table_groups(params, tables))
 
 
-def _without_sums(step):
-    def step_fn(state, sums, batch, **kwargs):
-        state, loss = step(state, batch, **kwargs)
-        return state, sums, loss
+def _scanned_epoch(step_fn, make_batches, *, pack=None):
+    """The jitted, donated epoch around `step_fn(state, sums, batch, groups=) -> (state, sums,
+    loss)`. `pack(params, first batch)` gives the `table_groups` the scan runs on (a
+    `packed_state`), or None; `sums` are row-sparse Adam's gradient buffers, one per group
+    (all zero between steps; () without moments)."""
 
-    return step_fn
-
-
-def _scanned_epoch(step_fn, make_batches, *, lazy: bool, pack=None):
-    """The jitted, donated epoch around `step_fn(state, sums, batch) -> (state, sums, loss)`;
-    `sums` are the row-sparse gradient buffers (all zero between steps; {} unless lazy).
-    With `pack(params, batch) -> groups or None` (`packing`), `step_fn` also takes `groups=`
-    and, where they are not None, the scan runs on a `packed_state`."""
-
-    def body(carry, batch, **kwargs):
-        state, sums, loss = step_fn(*carry, batch, **kwargs)
+    def body(carry, batch, groups):
+        state, sums, loss = step_fn(*carry, batch, groups=groups)
         weight = jnp.sum(batch["weights"], dtype=jnp.float32)  # bool or float weights
         return (state, sums), (loss * weight, weight)
 
     @xla.jit(donate_argnums=0)
     def train_epoch(state: TrainState, data, key: jax.Array):
         batches = make_batches(jax.random.fold_in(key, state.epoch), data)
-        sums = {n: jnp.zeros_like(m.mu) for n, m in state.table_moments.items()} if lazy else {}
         groups = pack(state.params, jax.tree.map(lambda x: x[0], batches)) if pack else None
-        scan_body = functools.partial(body, groups=groups) if pack else body
         if groups:
             state = packed_state(state, groups)
+        sums = tuple(jnp.zeros_like(m.mu) for m in state.table_moments) if groups else ()
+        scan_body = functools.partial(body, groups=groups)
         (state, _), (loss_sums, weights) = jax.lax.scan(scan_body, (state, sums), batches)
         if groups:
             state = unpacked_state(state, groups)

@@ -373,9 +373,9 @@ def test_row_sgd_floor_is_sgd_on_the_looked_up_rows():
     dense, dense_loss = train.dense_step(
         train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn, tx=tx
     )
-    floor, loss = train.row_sgd_update(
-        train.create_train_state(params, tx, lazy=False), batch, loss_fn=loss_fn,
-        learning_rate=0.1, tables=_tables(model),
+    floor, loss = train.on_model_tables(
+        train.row_sgd_update, train.create_train_state(params, tx, lazy=False), batch,
+        tables=_tables(model), loss_fn=loss_fn, learning_rate=0.1,
     )  # fmt: skip
     assert float(loss) == float(dense_loss) and int(floor.step) == 1
     jax.tree.map(
@@ -399,25 +399,28 @@ def test_lazy_step_builds_nothing_of_a_table_size_but_the_updated_tables():
         "labels": jnp.ones(8),
         "weights": jnp.ones(8),
     }
+    groups = train.table_groups(params, tables)
     step = functools.partial(
         train.lazy_update,
         loss_fn=train.make_loss_fn(model.apply, config, tables),
         tx=tx,
         learning_rate=0.01,
-        tables=tables,
+        groups=groups,
     )
-    sums = {name: jnp.zeros_like(m.mu) for name, m in state.table_moments.items()}
-    jaxpr = jax.make_jaxpr(step)(state, sums, batch).jaxpr
+    packed = train.packed_state(state, groups)  # as the epoch runs it
+    sums = tuple(jnp.zeros_like(m.mu) for m in packed.table_moments)
+    jaxpr = jax.make_jaxpr(step)(packed, sums, batch).jaxpr
     table_sized = [
         eqn.primitive.name
         for eqn in jaxpr.eqns
         for out in eqn.outvars
         if getattr(out.aval, "shape", ())[:1] in ((num_users,), (num_items,))
     ]
-    # four tables (mf_/mlp_ x user/item), each scattered back with its two Adam moments, and
-    # its gradient-sum buffer: added to, then zeroed
+    # two packed tables (mf_ and mlp_ side by side, a user and an item one), each scattered
+    # back with its two Adam moments, and its gradient-sum buffer: added to, then zeroed
+    assert [g[0] for g in groups] == ["items", "users"]
     assert sorted(set(table_sized)) == ["scatter", "scatter-add"], table_sized
-    assert table_sized.count("scatter") == 4 * 4 and table_sized.count("scatter-add") == 4
+    assert table_sized.count("scatter") == 2 * 4 and table_sized.count("scatter-add") == 2
 
 
 def test_l2_penalty_by_hand():
