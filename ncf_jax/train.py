@@ -250,9 +250,14 @@ def on_model_tables(update, state: TrainState, batch: Batches, *, tables: dict, 
     on a state in the model's layout (packed, stepped with fresh sums, unpacked)."""
     groups = table_groups(state.params, tables)
     packed = packed_state(state, groups)
-    sums = tuple(jnp.zeros_like(m.mu) for m in packed.table_moments)
-    packed, _, loss = update(packed, sums, batch, groups=groups, **kwargs)
+    packed, _, loss = update(packed, _zero_sums(packed), batch, groups=groups, **kwargs)
     return unpacked_state(packed, groups), loss
+
+
+def _zero_sums(packed: TrainState) -> tuple:
+    """Row-sparse Adam's gradient-sum buffers of a `packed_state`: one zero array per group's
+    moments (() without moments)."""
+    return tuple(jnp.zeros_like(m.mu) for m in packed.table_moments)
 
 
 # ------------------------------------------------------------------- the steps on packed tables
@@ -287,20 +292,20 @@ def lazy_update(state: TrainState, sums: tuple, batch: Batches, *, loss_fn, tx, 
     packed = state.params
     loss, g_dense, per_group = _row_gradients(packed, batch, loss_fn, groups)
     updates, opt_state = dense_tx(tx).update(g_dense, state.opt_state, packed["dense"])
-    tables, moments, new_sums = [], [], []
-    for table, m, buffer, (ids, rows, grads) in zip(
-        packed["tables"], state.table_moments, sums, per_group, strict=True
-    ):
-        out = _adam_table(
-            table, m, buffer, ids, rows, grads, state.step, learning_rate=learning_rate
-        )
-        for outputs, value in zip((tables, moments, new_sums), out, strict=True):
-            outputs.append(value)
-    params = {"dense": optax.apply_updates(packed["dense"], updates), "tables": tuple(tables)}
-    new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, table_moments=tuple(moments)
+    tables, moments, new_sums = zip(
+        *(
+            _adam_table(table, m, buffer, ids, rows, grads, state.step, learning_rate=learning_rate)
+            for table, m, buffer, (ids, rows, grads) in zip(
+                packed["tables"], state.table_moments, sums, per_group, strict=True
+            )
+        ),
+        strict=True,
     )
-    return new_state, tuple(new_sums), loss
+    params = {"dense": optax.apply_updates(packed["dense"], updates), "tables": tables}
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, table_moments=moments
+    )
+    return new_state, new_sums, loss
 
 
 def _adam_table(table, moments, sums, ids, rows, grads, count, *, learning_rate) -> tuple:
@@ -466,7 +471,7 @@ def _scanned_epoch(step_fn, make_batches, *, pack=None):
         groups = pack(state.params, jax.tree.map(lambda x: x[0], batches)) if pack else None
         if groups:
             state = packed_state(state, groups)
-        sums = tuple(jnp.zeros_like(m.mu) for m in state.table_moments) if groups else ()
+        sums = _zero_sums(state) if groups else ()
         scan_body = functools.partial(body, groups=groups)
         (state, _), (loss_sums, weights) = jax.lax.scan(scan_body, (state, sums), batches)
         if groups:
