@@ -144,27 +144,53 @@ def _padded_rows(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> n
     return np.where(col < counts[:, None], values, -1).astype(np.int32)
 
 
-def _chunk_exclusions(indptr, indices, rows, chunk):
-    """Each chunk's excluded (row in chunk, item) pairs, padded to the busiest chunk.
+# Exclusion pairs a full evaluator scatters per pass; a chunk with more takes several passes.
+EXCLUSION_WINDOW = 1 << 16
 
-    Padding pairs have row == chunk, out of range, so the device scatter drops them. This costs
-    num_chunks * max_chunk_nnz ints, far less than one [num_users, max_user_nnz] matrix when a few
-    users have very long histories.
+
+def _chunk_exclusions(indptr, indices, rows, chunk):
+    """Every chunk's excluded (row in chunk, item) pairs, flat, chunk after chunk.
+
+    Returns (ex_rows, ex_items, offsets, window): chunk c's pairs are
+    `[offsets[c], offsets[c + 1])` of the flat arrays, which are padded by `window` pairs with
+    row == chunk (out of range: the device scatter drops them), so that every pass of
+    `window` pairs starting inside a chunk's range is a plain slice. Memory is linear in the
+    pairs, whatever the order of `rows`: padding every chunk to the busiest one instead costs
+    num_chunks x the busiest chunk, which is 12 GB at the Netflix scale with the users sorted
+    longest history first.
     """
     counts = np.diff(indptr)[rows]
-    counts = np.concatenate([counts, np.zeros(-len(rows) % chunk, counts.dtype)])
-    num_chunks = len(counts) // chunk
-    user = np.repeat(np.arange(len(rows)), counts[: len(rows)])  # position of each pair's user
-    first = np.repeat(np.cumsum(counts[: len(rows)]) - counts[: len(rows)], counts[: len(rows)])
-    items = indices[indptr[rows][user] + np.arange(len(user)) - first]
-    per_chunk = counts.reshape(num_chunks, chunk).sum(axis=1)
-    width = max(int(per_chunk.max(initial=0)), 1)
-    slot = np.arange(len(user)) - np.repeat(np.cumsum(per_chunk) - per_chunk, per_chunk)
-    ex_rows = np.full((num_chunks, width), chunk, np.int32)
-    ex_items = np.zeros((num_chunks, width), np.int32)
-    ex_rows[user // chunk, slot] = user % chunk
-    ex_items[user // chunk, slot] = items
-    return ex_rows, ex_items
+    per_chunk = np.add.reduceat(counts, np.arange(0, len(rows), chunk)) if len(rows) else counts
+    offsets = np.concatenate([[0], np.cumsum(per_chunk)])
+    _check(offsets[-1] < 2**31 - EXCLUSION_WINDOW, "more than 2^31 excluded pairs: int32 overflow")
+    offsets = offsets.astype(np.int32)
+    window = int(min(max(per_chunk.max(initial=0), 1), EXCLUSION_WINDOW))
+    row_dtype = np.int16 if chunk < 2**15 else np.int32  # 2 bytes a pair at the usual 256
+    pad = np.full(window, chunk, row_dtype)
+    ex_rows = np.concatenate(
+        [np.repeat((np.arange(len(rows)) % chunk).astype(row_dtype), counts), pad]
+    )
+    # One slice a user (a Python loop of views, no [pairs] int64 index arrays on the host).
+    ex_items = np.concatenate(
+        [*(indices[indptr[u] : indptr[u + 1]] for u in rows), np.zeros(window, indices.dtype)]
+    ).astype(np.int32, copy=False)
+    return ex_rows, ex_items, offsets, window
+
+
+def _exclude(scores, ex_rows, ex_items, start, stop, window):
+    """`scores` [chunk, num_items] with -inf at the pairs `[start, stop)` of the flat exclusion
+    arrays, `window` pairs a pass."""
+    lanes = jnp.arange(window)
+
+    def one_pass(carry):
+        scores, offset = carry
+        rows = jax.lax.dynamic_slice(ex_rows, (offset,), (window,)).astype(jnp.int32)
+        items = jax.lax.dynamic_slice(ex_items, (offset,), (window,))
+        rows = jnp.where(offset + lanes < stop, rows, scores.shape[0])  # past the chunk: dropped
+        return scores.at[rows, items].set(-jnp.inf, mode="drop"), offset + window
+
+    scores, _ = jax.lax.while_loop(lambda c: c[1] < stop, one_pass, (scores, start))
+    return scores
 
 
 def make_full_evaluator(
@@ -230,12 +256,16 @@ def make_full_evaluator(
     chunk = min(chunk_size, len(eval_users))
     padded = -(-len(eval_users) // chunk) * chunk
     by_id = np.concatenate([np.argsort(order), np.arange(len(order), padded)])
-    ex_rows, ex_items = _chunk_exclusions(exclude_indptr, exclude_indices, eval_users, chunk)
+    ex_rows, ex_items, offsets, window = _chunk_exclusions(
+        exclude_indptr, exclude_indices, eval_users, chunk
+    )
     relevant = _padded_rows(relevant_indptr, relevant_indices, eval_users)
     data = jax.device_put(
         {
             "users": _chunk(eval_users.astype(np.int32), chunk, fill=eval_users[-1]),
             "relevant": _chunk(relevant, chunk, fill=-1),
+            "start": offsets[:-1],
+            "stop": offsets[1:],
             "ex_rows": ex_rows,
             "ex_items": ex_items,
             "valid": np.arange(padded) < len(eval_users),  # in id order, as `by_id` gives
@@ -243,9 +273,9 @@ def make_full_evaluator(
         }
     )
 
-    def one_chunk(params, x):
+    def one_chunk(params, x, ex_rows, ex_items):
         scores = score_all_fn(params, x["users"])
-        scores = scores.at[x["ex_rows"], x["ex_items"]].set(-jnp.inf, mode="drop")
+        scores = _exclude(scores, ex_rows, ex_items, x["start"], x["stop"], window)
         values, top = jax.lax.top_k(scores, k)
         top = jnp.where(values == -jnp.inf, -1, top)
         hits = metrics.topk_hits(top, x["relevant"])
@@ -261,8 +291,9 @@ def make_full_evaluator(
 
     @xla.jit
     def _evaluate(params, data):
-        chunks = {name: data[name] for name in ("users", "relevant", "ex_rows", "ex_items")}
-        per_user, top = jax.lax.map(lambda x: one_chunk(params, x), chunks)
+        chunks = {name: data[name] for name in ("users", "relevant", "start", "stop")}
+        ex_rows, ex_items = data["ex_rows"], data["ex_items"]
+        per_user, top = jax.lax.map(lambda x: one_chunk(params, x, ex_rows, ex_items), chunks)
         valid, by_id = data["valid"], data["by_id"]
         result = {
             f"{name}@{k}": metrics.masked_mean(v.reshape(-1)[by_id], valid)

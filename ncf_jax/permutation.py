@@ -43,14 +43,27 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     """
     if n <= 1:
         return jnp.arange(n, dtype=jnp.int32)
+    return permuted(round_keys(key), n, jnp.arange(n, dtype=jnp.int32))
+
+
+def round_keys(key: jax.Array) -> jax.Array:
+    """The Feistel network's [ROUNDS] uint32 round keys of `key`."""
+    return jax.random.bits(key, (ROUNDS,), jnp.uint32)
+
+
+def permuted(keys: jax.Array, n: int, positions: jax.Array) -> jax.Array:
+    """`permutation(key, n)[positions]` (keys = `round_keys(key)`, positions int in [0, n)),
+    computed for those positions alone: each element is encrypted and walked on its own, so a
+    batch of positions costs its own size, never n (the epoch is built step by step this way)."""
+    if n <= 1:
+        return jnp.zeros_like(positions, jnp.int32)
     bits = max(2, (n - 1).bit_length())
-    round_keys = jax.random.bits(key, (ROUNDS,), jnp.uint32)
-    x = _encrypt(jnp.arange(n, dtype=jnp.uint32), round_keys, bits)
+    x = _encrypt(positions.astype(jnp.uint32), keys, bits)
 
     def walk(x):
-        return jnp.where(x >= n, _encrypt(x, round_keys, bits), x)
+        return jnp.where(x >= n, _encrypt(x, keys, bits), x)
 
     # Cycle walking: the domain is < 2n, so each step leaves an element out of range with
-    # probability < 1/2; the loop ends after ~log2(n) vectorised passes.
+    # probability < 1/2; the loop ends after ~log2(len(positions)) vectorised passes.
     x = jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x)
     return x.astype(jnp.int32)

@@ -21,6 +21,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ncf_jax import distributed, xla
+from ncf_jax.batching import StepBatches
 
 DATA, MODEL = "data", "model"
 
@@ -108,8 +109,13 @@ def data_parallel_batches(make_batches, mesh: Mesh | None):
         return make_batches
 
     def sharded(key, data):
+        batches = make_batches(key, data)
+        if isinstance(batches, StepBatches):  # one step's [batch, ...] arrays, built in the scan
+            split_one = lambda x: _constrain_rows(x, mesh, 0) if x.ndim > 0 else x
+            build = lambda rows, step: jax.tree.map(split_one, batches.build(rows, step))
+            return batches.replace(build=build)
         split = lambda x: _constrain_rows(x, mesh, 1) if x.ndim > 1 else x
-        return jax.tree.map(split, make_batches(key, data))
+        return jax.tree.map(split, batches)
 
     return sharded
 

@@ -17,7 +17,7 @@ import optax
 from flax import struct, traverse_util
 
 from ncf_jax import losses, optim, xla
-from ncf_jax.batching import Batches
+from ncf_jax.batching import Batches, StepBatches
 from ncf_jax.config import ROW_SPARSE_LEARNERS
 from ncf_jax.models.layers import LOOKED_UP, PENALISED
 
@@ -468,12 +468,17 @@ def _scanned_epoch(step_fn, make_batches, *, pack=None):
     @xla.jit(donate_argnums=0)
     def train_epoch(state: TrainState, data, key: jax.Array):
         batches = make_batches(jax.random.fold_in(key, state.epoch), data)
-        groups = pack(state.params, jax.tree.map(lambda x: x[0], batches)) if pack else None
+        if isinstance(batches, StepBatches):  # each step builds its own batch
+            xs, batch_of = jnp.arange(batches.steps), batches.batch
+        else:
+            xs, batch_of = batches, lambda batch: batch
+        first = batch_of(jax.tree.map(lambda x: x[0], xs))
+        groups = pack(state.params, first) if pack else None
         if groups:
             state = packed_state(state, groups)
         sums = _zero_sums(state) if groups else ()
-        scan_body = functools.partial(body, groups=groups)
-        (state, _), (loss_sums, weights) = jax.lax.scan(scan_body, (state, sums), batches)
+        scan_body = lambda carry, x: body(carry, batch_of(x), groups)
+        (state, _), (loss_sums, weights) = jax.lax.scan(scan_body, (state, sums), xs)
         if groups:
             state = unpacked_state(state, groups)
         return state.replace(epoch=state.epoch + 1), jnp.sum(loss_sums) / jnp.sum(weights)
