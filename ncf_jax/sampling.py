@@ -14,21 +14,50 @@ import jax.numpy as jnp
 
 from ncf_jax.interactions import DeviceInteractions
 
+# Draws bisected per pass. The unrolled bisection keeps a few int32 arrays per step alive, 44
+# bytes a draw in all; a pass of this many draws bounds that, and a whole epoch's draws then
+# cost their own 4 bytes and their random numbers' 4 (the Netflix shape: 100 M draws an epoch).
+SAMPLE_CHUNK = 1 << 16
 
-def sample_negatives(key: jax.Array, users: jax.Array, data: DeviceInteractions) -> jax.Array:
+
+def sample_negatives(
+    key: jax.Array, users: jax.Array, data: DeviceInteractions, *, chunk: int = SAMPLE_CHUNK
+) -> jax.Array:
     """One uniform negative for each entry of `users`.
 
     Args:
       key: PRNG key.
       users: [...] int32 user ids.
       data: per-user excluded items (`DeviceInteractions.indptr/indices`), sorted per user.
+      chunk: draws bisected per pass (the same draws whatever it is; memory grows with it).
 
     Returns:
       [...] int32 item ids, each uniform over the items `data` does not exclude for that user.
     """
+    degree = data.indptr[users + 1] - data.indptr[users]
+    r = jax.random.randint(key, users.shape, 0, data.num_items - degree, dtype=jnp.int32)
+    flat_users, flat_r = users.reshape(-1), r.reshape(-1)
+    n = flat_users.shape[0]
+    if n <= chunk:
+        return _allowed_item(flat_users, flat_r, data).reshape(users.shape)
+
+    def one_pass(c, out):
+        # The last pass starts at n - chunk and recomputes a few draws of the one
+        # before it: the same values, so no padded copy of the draws is needed.
+        start = jnp.minimum(c * chunk, n - chunk)
+        part = lambda x: jax.lax.dynamic_slice(x, (start,), (chunk,))
+        items = _allowed_item(part(flat_users), part(flat_r), data)
+        return jax.lax.dynamic_update_slice(out, items, (start,))
+
+    out = jax.lax.fori_loop(0, -(-n // chunk), one_pass, jnp.zeros(n, jnp.int32))
+    return out.reshape(users.shape)
+
+
+def _allowed_item(users: jax.Array, r: jax.Array, data: DeviceInteractions) -> jax.Array:
+    """The r-th item (0-based) that `data` does not exclude for each user: r + the number of
+    excluded items p_m with p_m - m <= r, by bisection over the user's sorted CSR slice."""
     start = data.indptr[users]
     degree = data.indptr[users + 1] - start
-    r = jax.random.randint(key, users.shape, 0, data.num_items - degree, dtype=jnp.int32)
 
     def bisect(_, bounds):
         lo, hi = bounds

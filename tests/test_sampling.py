@@ -29,6 +29,18 @@ def test_never_a_positive_and_only_allowed_items():
         assert got == set(range(10)) - set(pos), u  # every allowed item, and nothing else
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 8000])
+def test_draws_in_passes_are_the_draws_of_one_pass(chunk):
+    """Bisecting `chunk` draws a pass (the last pass overlapping the one before) gives the
+    draws of one pass over all of them, whatever the chunk and a [users, k] shape."""
+    data = _data(POSITIVES, 4, 10)
+    users = jnp.tile(jnp.arange(4, dtype=jnp.int32), (1001, 2))  # 8008 draws, [1001, 8]
+    one = sampling.sample_negatives(jax.random.key(3), users, data, chunk=len(users.ravel()))
+    passes = sampling.sample_negatives(jax.random.key(3), users, data, chunk=chunk)
+    assert passes.shape == users.shape
+    np.testing.assert_array_equal(np.asarray(passes), np.asarray(one))
+
+
 def test_uniform_over_allowed_items():
     rng = np.random.default_rng(1)
     num_items = 50
