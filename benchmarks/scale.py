@@ -36,6 +36,9 @@ flags.DEFINE_float("scale", 0.01, "Fraction of the shape's ratings and users (1.
 flags.DEFINE_enum("shape", "netflix", ["netflix", "ml-20m"], "Dataset shape to synthesise.")
 flags.DEFINE_string("workdir", "/tmp/ncf_jax_scale", "Synthetic files, caches and runs.")
 flags.DEFINE_string("out", "benchmarks/results/scale_cpu.md", "Markdown report ('' = none).")
+flags.DEFINE_string(
+    "json_out", "benchmarks/results/scale_cpu.json", "The run as JSON: environment and rows."
+)
 flags.DEFINE_integer("rating_batch", 1 << 16, "BiasedMF batch size.")
 flags.DEFINE_integer("ncf_batch", 1 << 14, "NCF (NeuMF, GMF) batch size.")
 flags.DEFINE_integer("ncf_num_neg", 1, "Negatives per positive in the NCF epochs.")
@@ -224,9 +227,13 @@ def main(argv) -> None:
     env = environment() | {"cpu": _cpu(), "cores": os.cpu_count()}
     report = format_report(rows, env)
     print(report)
-    if FLAGS.out:
-        pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
-        pathlib.Path(FLAGS.out).write_text(report)
+    record = {"command": " ".join(["python -m benchmarks.scale", *sys.argv[1:]])}
+    record |= {"shape": FLAGS.shape, "scale": FLAGS.scale, "environment": env}
+    record["rows"] = [{k: v for k, v in row.items() if k != "log"} for row in rows]
+    for path, text in ((FLAGS.out, report), (FLAGS.json_out, json.dumps(record, indent=1) + "\n")):
+        if path:
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+            pathlib.Path(path).write_text(text)
 
 
 def format_report(rows: list[dict], env: dict) -> str:
