@@ -47,6 +47,7 @@ def train_main(task, argv) -> dict:
     """Flags -> configs -> data -> the loop; returns results (also in WORKDIR)."""
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {argv[1:]} (flags look like --name=value)")
+    logging.info("start: %s", pathlib.Path(sys.argv[0]).stem)  # imports and flags done
     sharding.maybe_initialize_distributed()  # multi-host jobs: before any device is touched
     configs = flags.configs_from_flags(task.CONFIGS)  # all validated before any data is read
     workdir = flags.workdir_from_flags()
