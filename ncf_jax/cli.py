@@ -15,7 +15,7 @@ import sys
 
 from absl import app, logging
 
-from ncf_jax import flags, reporting, sharding
+from ncf_jax import flags, reporting, sharding, xla
 from ncf_jax.errors import USER_ERRORS, UsageError
 from ncf_jax.tasks import train_and_evaluate
 
@@ -24,6 +24,7 @@ def define(task, *, defaults: dict | None = None) -> None:
     """Defines the flags of `task` (and --workdir); `defaults` override field defaults."""
     flags.define_flags(task.CONFIGS, defaults=defaults)
     flags.define_workdir_flag()
+    flags.define_compilation_cache_flag()
 
 
 def summary(results: dict, workdir) -> str:
@@ -48,6 +49,8 @@ def train_main(task, argv) -> dict:
     if len(argv) > 1:
         raise UsageError(f"unexpected arguments: {argv[1:]} (flags look like --name=value)")
     logging.info("start: %s", pathlib.Path(sys.argv[0]).stem)  # imports and flags done
+    if cache := flags.compilation_cache_from_flags():
+        xla.use_compilation_cache(cache)  # before the first compile
     sharding.maybe_initialize_distributed()  # multi-host jobs: before any device is touched
     configs = flags.configs_from_flags(task.CONFIGS)  # all validated before any data is read
     workdir = flags.workdir_from_flags()

@@ -14,6 +14,7 @@ import typing
 
 from absl import flags
 
+from ncf_jax.config import default_data_dir
 from ncf_jax.errors import UsageError
 
 FLAGS = flags.FLAGS
@@ -88,6 +89,20 @@ def configs_from_flags(configs: dict) -> dict:
 
 def define_workdir_flag(help_text="Output folder (results, checkpoints).") -> None:
     _define("workdir", flags.DEFINE_string, None, help_text)
+
+
+def define_compilation_cache_flag() -> None:
+    _define(
+        "compilation_cache",
+        flags.DEFINE_string,
+        str(default_data_dir() / "xla"),
+        "XLA's persistent compilation cache: each program is compiled once per machine, not "
+        "once per run (a cached program is the same program: the same numbers). '' turns it off.",
+    )
+
+
+def compilation_cache_from_flags() -> str | None:
+    return FLAGS.compilation_cache or None
 
 
 def workdir_from_flags() -> str:
