@@ -36,8 +36,12 @@ class _QuietOrbax(logging_std.Filter):
 logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
-def _manager(directory: str | pathlib.Path, keep: int = 1) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False)
+def _manager(
+    directory: str | pathlib.Path, keep: int = 1, *, asynchronous: bool = False
+) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=asynchronous
+    )
     handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(
         pathlib.Path(directory).absolute(), options=options, item_handlers=handlers
@@ -48,7 +52,11 @@ class Writer:
     """A checkpoint folder held open for a run's saves: `save(step, state, meta)` writes `state`
     (any Flax-serialisable pytree) and JSON `meta` as `step`, keeping the newest `keep` steps.
 
-    Each save has finished (synchronously, on every process) when it returns. One Orbax manager
+    Saves are asynchronous: `save` returns once the arrays are copied off the device, and the
+    files are written in the background while training goes on (Orbax finishes one save before
+    it starts the next); `close` (the end of the `with` block) waits for the last one, so a run
+    that returns has every checkpoint on disk. A run killed mid-write leaves an unfinished step
+    that Orbax never lists, and resuming takes the newest finished one. One Orbax manager
     serves all of a run's saves: opening and closing one per save doubled a small state's save
     (0.18 s against 0.09 s a save for a tiny NeuMF, two saves an epoch). The manager opens at
     the first save, so a folder never saved to is not created.
@@ -59,7 +67,7 @@ class Writer:
 
     def save(self, step: int, state, meta: dict) -> None:
         if self._manager is None:
-            self._manager = _manager(self._directory, self._keep)
+            self._manager = _manager(self._directory, self._keep, asynchronous=True)
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -67,10 +75,10 @@ class Writer:
                 meta=ocp.args.JsonSave(meta),
             ),
         )
-        self._manager.wait_until_finished()
 
     def close(self) -> None:
         if self._manager is not None:
+            self._manager.wait_until_finished()
             self._manager.close()
             self._manager = None
 
