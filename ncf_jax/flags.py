@@ -123,7 +123,7 @@ def parse(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        message = " ".join(str(error).split())  # absl's messages may span lines
+        message = " ".join(str(error).split()).removeprefix("ERROR:: ")  # one line
         raise UsageError(f"{message} (--helpshort lists the flags)") from None
 
 

@@ -185,9 +185,9 @@ def recommend(run: Run, original_user_ids, k: int = 10, *, exclude_seen: bool = 
     (original item ids; titles None where the dataset has none). exclude_seen drops the user's
     training items."""
     data = run.data
+    codes = user_codes(data, original_user_ids)
     if not 1 <= k <= data.num_items:
         raise UsageError(f"--k must be in 1..{data.num_items} (the items of {data.name}), got {k}")
-    codes = user_codes(data, original_user_ids)
     _, score_all_fn = score_fns(run.model, data.num_items)
     exclude = data.train_csr() if exclude_seen else (None, None)
     items, scores = top_k(

@@ -27,13 +27,24 @@ def where(path, rows: np.ndarray, skip_lines: int = 0) -> tuple[int, str]:
     return int(rows.sum()), f"{path}:{first}"
 
 
+def _show(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return (
+        repr(value)
+        if isinstance(value, str)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
+
+
 def refuse(path, rows: np.ndarray, problem: str, *, values=None, skip_lines: int = 0) -> None:
     """DataError at the first row marked in `rows` (with its value and the count), if any."""
     if not rows.any():
         return
     row = int(np.flatnonzero(rows)[0])
     count = int(rows.sum())
-    value = "" if values is None else f" {np.asarray(values)[row]!r}:"
+    value = "" if values is None else f" {_show(np.asarray(values)[row])}:"
     more = f" ({count} such rows)" if count > 1 else ""
     raise DataError(path, f"{value.lstrip()} {problem}{more}".strip(), row + 1 + skip_lines)
 
@@ -50,7 +61,7 @@ def report(path, rows: np.ndarray, what: str, *, warn: bool = True, skip_lines: 
 def in_range(path, frame: pd.DataFrame, column: str, low, high, *, skip_lines: int = 0) -> None:
     """DataError at the first row whose `column` lies outside [low, high]."""
     values = frame[column].to_numpy()
-    refuse(path, (values < low) | (values > high), f"{column} outside {low}..{high}",
+    refuse(path, (values < low) | (values > high), f"{column} outside {_show(low)}..{_show(high)}",
            values=values, skip_lines=skip_lines)  # fmt: skip
 
 

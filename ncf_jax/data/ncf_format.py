@@ -128,13 +128,16 @@ def _check_leakage(paths, train: splits.Rows, test: splits.Rows, num_items: int)
     test_keys = _keys(test.users, test.items, num_items)
     leaked = np.isin(_keys(train.users, train.items, num_items), test_keys)
     if leaked.any():
-        count, first = checks.where(paths["train"], leaked)
         row = int(np.flatnonzero(leaked)[0])
         pair = (int(train.users[row]), int(train.items[row]))
         j = int(np.flatnonzero(test_keys == _keys(*map(np.array, pair), num_items))[0]) + 1
-        raise DataError(f"{first}: training pair {pair} is also the test pair of "
-                        f"{paths['test']}:{j} ({count} such lines): the test would score pairs "
-                        "the model trained on; remove them from one file")  # fmt: skip
+        raise DataError(
+            paths["train"],
+            f"training pair {pair} is also the test pair of {paths['test']}:{j} "
+            f"({int(leaked.sum())} such lines): the test would score pairs the model trained "
+            "on; remove them from one file",
+            row + 1,
+        )
 
 
 def _unique_train(path, train: splits.Rows, num_items: int) -> splits.Rows:
