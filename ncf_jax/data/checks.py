@@ -15,10 +15,9 @@ from absl import logging
 from ncf_jax.errors import DataError
 
 INT32_MAX = np.iinfo(np.int32).max
-_CHUNK_BYTES = 32 << 20  # bytes scanned at once by `odd_integers`: bounds its temporaries
+_CHUNK_BYTES = 16 << 20  # bytes scanned at once by `odd_integers`: bounds its temporaries
 # Bytes pandas' integer parser accepts around or inside a number ("1.0", " 7", "+3", "1e3").
-_ODD = np.zeros(256, bool)
-_ODD[list(b" .+eE")] = True
+_ODD_BYTES = tuple(b" .+eE")
 
 
 def where(path, rows: np.ndarray, skip_lines: int = 0) -> tuple[int, str]:
@@ -65,35 +64,51 @@ def in_range(path, frame: pd.DataFrame, column: str, low, high, *, skip_lines: i
            values=values, skip_lines=skip_lines)  # fmt: skip
 
 
+def _odd_lines(chunk: np.ndarray, num_columns: int, int_columns, sep: int) -> np.ndarray | None:
+    """[lines] bool: the lines of `chunk` (whole lines) with an odd byte in an integer field;
+    None when a line has another number of separators (then the chunk is not checked)."""
+    odd = chunk == _ODD_BYTES[0]
+    for byte in _ODD_BYTES[1:]:  # a few comparisons beat a lookup table on a big array
+        odd |= chunk == byte
+    where = np.flatnonzero(odd)
+    ends = np.flatnonzero(chunk == ord("\n"))
+    if not len(ends) or ends[-1] != len(chunk) - 1:
+        ends = np.append(ends, len(chunk))  # the file's last line
+    if not len(where):
+        return np.zeros(len(ends), bool)
+    seps = np.flatnonzero(chunk == sep)
+    if len(seps) != len(ends) * (num_columns - 1):
+        return None
+    line = np.searchsorted(ends, where)  # the line of each odd byte
+    column = np.searchsorted(seps, where) - line * (num_columns - 1)  # separators before it
+    lines = np.zeros(len(ends), bool)
+    lines[line[np.isin(column, int_columns)]] = True
+    return lines
+
+
 def odd_integers(path, data: bytes, columns, *, sep: str, skip_lines: int = 0) -> int:
-    """Counts (and logs) the integer fields of a parsed file not written as plain integers.
+    """Counts (and logs) the lines of a parsed file with an integer field not written as a plain
+    integer.
 
     pandas reads "1.0", " 7", "+3" and "1e3" in an integer column as the integers they denote;
-    this finds them by scanning the bytes (in chunks, so memory stays small) and logs their
-    count and first line. `data` must be well formed (every line has every field), as a
+    this finds them in the bytes, a chunk of whole lines at a time (so memory stays small), by
+    the fields' bounds, and logs their count and first line. `data` must be well formed, as a
     successful parse leaves it.
     """
-    kinds = [kind for _, kind in columns]
-    int_columns = np.array([kind == "int" for kind in kinds] + [False])
-    buf = np.frombuffer(data, np.uint8)
-    if not int_columns.any() or not _ODD[buf].any():
+    int_columns = [j for j, (_, kind) in enumerate(columns) if kind == "int"]
+    if not int_columns:
         return 0
-    newline, sep_byte = ord("\n"), ord(sep)
+    buf = np.frombuffer(data, np.uint8)
     count, first, line0, start = 0, None, 0, 0
     while start < len(buf):
         end = data.find(b"\n", start + _CHUNK_BYTES) + 1 or len(buf)  # whole lines
-        chunk = buf[start:end]
-        is_newline, is_sep = chunk == newline, chunk == sep_byte
-        line = np.cumsum(is_newline) - is_newline  # line of each byte, within the chunk
-        seps = np.cumsum(is_sep)
-        seps_before_line = np.concatenate([[0], seps[is_newline]])[line]
-        column = np.minimum(seps - is_sep - seps_before_line, len(kinds))
-        odd = _ODD[chunk] & int_columns[column] & (line + line0 >= skip_lines)
-        if odd.any():
-            lines = np.unique(line[odd]) + line0
-            count += len(lines)
-            first = int(lines[0]) + 1 if first is None else first
-        line0 += int(is_newline.sum())
+        lines = _odd_lines(buf[start:end], len(columns), int_columns, ord(sep))
+        if lines is not None and len(lines):
+            lines[: max(skip_lines - line0, 0)] = False
+            if lines.any():
+                count += int(lines.sum())
+                first = first or line0 + int(np.flatnonzero(lines)[0]) + 1
+        line0 += data.count(b"\n", start, end)
         start = end
     if count:
         logging.warning("%s: %d lines hold an integer written as '1.0', ' 7', '+3' or "

@@ -65,6 +65,9 @@ def read_click_csv(path, data_config: DataConfig, click_config: ClickConfig) -> 
     bad = ~label.isin(["0", "1", "0.0", "1.0"]).to_numpy()
     if bad.any():
         _bad_rows(path, c.label_col, "with a label other than 0/1", frame, bad)
+    written = frame[c.label_col].to_numpy(dtype=str)
+    checks.report(path, ~np.isin(written, ["0", "1"]), "labels written as '0.0', '1.0' or with "
+                  "spaces, read as 0 / 1", warn=False, skip_lines=1)  # fmt: skip
     out = {
         "user": checks.text_ids(path, frame[d.csv_user_col].to_numpy(), "user"),
         "item": checks.text_ids(path, frame[d.csv_item_col].to_numpy(), "item"),

@@ -49,8 +49,11 @@ def source_files(cfg: DataConfig, *, opener=urllib.request.urlopen) -> dict[str,
     if cfg.dataset.startswith("csv:"):
         path = pathlib.Path(cfg.dataset[4:]).expanduser()
         if not path.is_file():
-            raise readers.DataError(path, "file not found")
+            raise readers.DataError(path, "is a folder, not a file" if path.is_dir() else
+                                    "file not found")  # fmt: skip
         return {"ratings": path}
+    if cfg.root.exists() and not cfg.root.is_dir():
+        raise UsageError(f"--data_dir={cfg.data_dir} is a file, not a folder")
     if cfg.dataset in netflix.DATASETS:
         return netflix.source_files(cfg.dataset, cfg.root)
     source = download.source_for(cfg.dataset)

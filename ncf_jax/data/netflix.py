@@ -5,7 +5,8 @@ Two dataset names read the files of `DATA_DIR/netflix/`:
   "netflix"        every rating of the training set; --split (loo, temporal, random) applies.
   "netflix-probe"  the classic protocol: the ratings listed in probe.txt (1,408,395 in the
                    release; all of them are also in the training set) are the test split and
-                   the rest is train. --split and --test_fraction are ignored; --validation
+                   the rest is train. --split, --test_fraction and --test_rating_threshold
+                   cannot apply (a UsageError when given); --validation
                    holds out a seeded random sample of the training rows as large as the probe.
 Ratings come from `combined_data_1.txt` .. `combined_data_4.txt` (the layout of the common
 mirrors) or, when those are absent, from the original `training_set/mv_*.txt` files.
