@@ -3,6 +3,7 @@ there is a line), no traceback, exit status 2 for usage and 1 for data, files an
 accepted data logs its counts. One subprocess per case (docs/input-validation.md); the readers'
 own cases run in-process in test_input_validation.py."""
 
+import json
 import os
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 from ncf_jax.config import DataConfig
 from ncf_jax.data import dataset
+from ncf_jax.data.digest import data_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = "0\t1\t5\t10\n0\t3\t4\t11\n1\t0\t4\t10\n1\t2\t4\t11\n2\t0\t3\t12\n2\t1\t3\t13\n"
@@ -126,6 +128,9 @@ def trained(tmp_path_factory):
 
 def test_training_script_refuses_a_workdir_that_is_a_file_and_other_data(trained, tmp_path):
     data_dir, workdir = trained
+    data = dataset.load_dataset(DataConfig(data_dir=str(data_dir), num_test_negatives=2))
+    for record in ("options.json", "results.json"):  # the run's record identifies its data
+        assert json.loads((workdir / record).read_text())["data_digest"] == data_digest(data)
     (tmp_path / "f").write_text("")
     _one_error(_gmf(data_dir, tmp_path / "f"), 2, "gmf", f"--workdir={tmp_path / 'f'} is a file")
     other = _tiny_ml100k(tmp_path / "other", drop=1)  # one rating fewer
