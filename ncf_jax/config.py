@@ -349,6 +349,10 @@ class DataConfig:
             f"{_WHY_INAPPLICABLE.get(self.dataset.split(':')[0], '')}drop "
             f"{'it' if len(ignored) == 1 else 'them'}",
         )
+        columns = [c for c in (self.csv_user_col, self.csv_item_col, self.csv_rating_col,
+                               self.csv_timestamp_col, self.csv_date_col) if c]  # fmt: skip
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        require(not twice, f"the --csv_*_col flags name the column(s) {twice} twice: one each")
         require(
             self.csv_date_col is None
             or (self.dataset.startswith("csv:") and not self.csv_timestamp_col),

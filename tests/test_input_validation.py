@@ -52,8 +52,8 @@ def _csv(path, **columns):
         # MovieLens: what the format holds (ratings 0.5..5, ids and times >= 0, int64 at most).
         ("u.data", "1\t2\t4\t5\n1\t3\t-1\t5\n", 2, "u.data:2: -1: rating outside 0.5..5 *$"),
         ("u.data", "1\t2\t4\t5\n1\t3\t6\t5\n", 2, "rating outside 0.5..5"),
-        ("u.data", "1\t2\t4\t5\n-3\t3\t4\t5\n", 2, "-3: user outside 0"),
-        ("u.data", "1\t2\t4\t5\n1\t3\t4\t-5\n", 2, "timestamp outside"),
+        ("u.data", "1\t2\t4\t5\n-3\t3\t4\t5\n", 2, "-3: user below 0$"),
+        ("u.data", "1\t2\t4\t5\n1\t3\t4\t-5\n", 2, "-5: timestamp below 0$"),
         ("u.data", "1\t2\t4\t5\n99999999999999999999\t3\t4\t5\n", 2, "does not fit a 64-bit"),
         ("ratings.dat", "1::2::4::5\n1::2.5::4::5\n", 2, "'item'.*'2.5' is not an integer"),
         ("u.data", "1\t2\t4\t5\n1\t\xff\t4\t5\n".encode("latin-1"), 2, "not valid utf-8"),
@@ -189,6 +189,7 @@ def test_csv_ids_and_ratings_coercions_are_counted(tmp_path, caplog):
         ({"dataset": "netflix-probe", "split": "random"}, "probe.txt is the test split"),
         ({"dataset": "ml-100k", "csv_sep": ";"}, "--csv_sep=; cannot apply"),
         ({"dataset": "csv:x.csv", "csv_sep": "ab"}, "--csv_sep must be one character"),
+        ({"dataset": "csv:x.csv", "csv_item_col": "user"}, r"column\(s\) \['user'\] twice"),
     ],
 )
 def test_options_a_dataset_cannot_apply_are_usage_errors(options, match):

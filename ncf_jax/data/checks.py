@@ -57,11 +57,12 @@ def report(path, rows: np.ndarray, what: str, *, warn: bool = True, skip_lines: 
     return count
 
 
-def in_range(path, frame: pd.DataFrame, column: str, low, high, *, skip_lines: int = 0) -> None:
-    """DataError at the first row whose `column` lies outside [low, high]."""
+def in_range(path, frame: pd.DataFrame, column: str, low, high=None, *, skip_lines: int = 0):
+    """DataError at the first row whose `column` lies outside [low, high] (high None: no bound)."""
     values = frame[column].to_numpy()
-    refuse(path, (values < low) | (values > high), f"{column} outside {_show(low)}..{_show(high)}",
-           values=values, skip_lines=skip_lines)  # fmt: skip
+    bad = (values < low) | (values > high if high is not None else False)
+    what = f"outside {_show(low)}..{_show(high)}" if high is not None else f"below {_show(low)}"
+    refuse(path, bad, f"{column} {what}", values=values, skip_lines=skip_lines)
 
 
 def _odd_lines(chunk: np.ndarray, num_columns: int, int_columns, sep: int) -> np.ndarray | None:

@@ -173,9 +173,8 @@ _RATING_COLUMNS = (("user", "int"), ("item", "int"), ("rating", "float"), ("time
 # MovieLens rating files by name: (separator, header lines). One reader serves every release.
 _MOVIELENS_FORMATS = {"u.data": ("\t", 0), "ratings.dat": ("::", 0), "ratings.csv": (",", 1)}
 # What every MovieLens release holds: ids from 1 (0 tolerated), half stars 0.5-5, Unix seconds.
-_INT64_MAX = 2**63 - 1
-_MOVIELENS_RANGES = (("user", 0, _INT64_MAX), ("item", 0, _INT64_MAX), ("rating", 0.5, 5.0),
-                     ("timestamp", 0, _INT64_MAX))  # fmt: skip
+_MOVIELENS_RANGES = (("user", 0, None), ("item", 0, None), ("rating", 0.5, 5.0),
+                     ("timestamp", 0, None))  # fmt: skip
 
 
 def read_movielens_ratings(path) -> pd.DataFrame:
