@@ -9,9 +9,7 @@ a rerun skips every run that finished. Example:
 import pathlib
 import subprocess
 
-from absl import app
-
-from ncf_jax import cli, compare, flags
+from ncf_jax import compare, entry, flags
 
 flags.define_flags({"compare": compare.CompareConfig})
 flags.define_workdir_flag("Output folder: one subfolder per model and protocol, compare.*.")
@@ -37,4 +35,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.guarded(main))
+    entry.run(main)

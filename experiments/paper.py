@@ -13,10 +13,10 @@ quick look).
 
 import dataclasses
 
-from absl import app, logging
 from absl import flags as absl_flags
+from absl import logging
 
-from ncf_jax import cli, config, flags, paper
+from ncf_jax import config, entry, flags, paper
 from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.errors import UsageError
 from ncf_jax.paper.run import format_seconds
@@ -55,4 +55,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.guarded(main))
+    entry.run(main)

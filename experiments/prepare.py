@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app
-
-from ncf_jax import cli, flags
+from ncf_jax import entry, flags
 from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 
@@ -40,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(cli.guarded(main))
+    entry.run(main)

@@ -7,9 +7,7 @@ Prints one block per user: rank, item id, score and the title where the dataset 
 --noexclude_seen.
 """
 
-from absl import app
-
-from ncf_jax import cli, flags
+from ncf_jax import entry, flags
 from ncf_jax.recommend import load_run, recommend
 
 flags.define_recommend_flags()
@@ -36,4 +34,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.guarded(main))
+    entry.run(main)

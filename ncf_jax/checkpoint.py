@@ -161,6 +161,7 @@ def restore_params(workdir_or_checkpoint) -> tuple[dict, dict]:
         if latest_step(candidate) is not None:
             state, meta = restore(candidate)
             return state["params"], meta
-    raise FileNotFoundError(
-        f"no checkpoint found in {path} (looked in {path}/checkpoints/best, {path}/best, {path})"
+    raise CheckpointError(
+        f"no checkpoint found in {path} (looked in {path}/checkpoints/best, {path}/best, {path}):"
+        " name the WORKDIR of a finished training run"
     )

@@ -13,11 +13,12 @@ import json
 import pathlib
 import sys
 
-from absl import app, logging
+from absl import logging
 
-from ncf_jax import flags, reporting, sharding, xla
-from ncf_jax.errors import USER_ERRORS, UsageError
-from ncf_jax.tasks import train_and_evaluate
+from ncf_jax import entry, flags, loop, reporting, sharding, xla
+from ncf_jax.data.digest import data_digest
+from ncf_jax.entry import guarded  # noqa: F401  (scripts wrap their main with cli.guarded)
+from ncf_jax.errors import UsageError
 
 
 def define(task, *, defaults: dict | None = None) -> None:
@@ -58,27 +59,12 @@ def train_main(task, argv) -> dict:
     logging.info(
         "data: %s", json.dumps(data.describe() if hasattr(data, "describe") else data.stats())
     )
-    results = train_and_evaluate(task, data, configs, workdir, extra={"flags": flags.flag_values()})
+    record = task.build(data, configs, extra={"flags": flags.flag_values()})
+    results = loop.run(loop.with_data_digest(record, data_digest(data)), workdir)
     print(summary(results, workdir))
     return results
 
 
-def guarded(main):
-    """`main(argv)` whose user errors end in one line on stderr and their exit status."""
-
-    def run_main(argv):
-        try:
-            main(argv)  # app.run would sys.exit() with whatever main returned
-        except USER_ERRORS as error:
-            if flags.show_tracebacks():
-                raise
-            script = pathlib.Path(sys.argv[0]).stem
-            sys.stderr.write(f"{script}: error: {error}\n")
-            sys.exit(getattr(error, "exit_code", 1))
-
-    return run_main
-
-
 def run(task) -> None:
-    """`app.run` of `task`'s training script."""
-    app.run(guarded(lambda argv: train_main(task, argv)))
+    """`app.run` of `task`'s training script (`ncf_jax.entry`: one line per user error)."""
+    entry.run(lambda argv: train_main(task, argv))

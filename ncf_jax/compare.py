@@ -30,9 +30,10 @@ import pathlib
 
 import numpy as np
 
-from ncf_jax import baselines, reporting, xla
+from ncf_jax import baselines, loop, reporting, xla
 from ncf_jax.config import at_least, option, require, resume_options, strings
-from ncf_jax.tasks import TASKS, configs_from_options, train_and_evaluate
+from ncf_jax.data.digest import data_digest
+from ncf_jax.tasks import TASKS, configs_from_options
 from ncf_jax.tasks.classic import epochs_of
 from ncf_jax.tasks.ncf import BPR_OPTIONS
 
@@ -116,7 +117,9 @@ def is_complete(workdir: pathlib.Path, model: str, options: dict, configs: dict)
     path, saved = workdir / "results.json", workdir / "options.json"
     if not (path.exists() and saved.exists()):
         return False
-    same = json.loads(saved.read_text()) == json.loads(json.dumps(resume_options(configs)))
+    saved = json.loads(saved.read_text())
+    saved.pop(loop.DATA_DIGEST, None)  # the data is not read to check a finished run; resuming is
+    same = saved == json.loads(json.dumps(resume_options(configs)))
     results = json.loads(path.read_text())
     return same and len(results.get("history", [])) >= _epochs(model, options)
 
@@ -136,7 +139,9 @@ class Runner:
         if key not in self.data:
             self.data[key] = task.load_data(configs)
         self.ran.append(str(workdir))
-        return train_and_evaluate(task, self.data[key], configs, workdir, plot=plot)
+        data = self.data[key]
+        record = loop.with_data_digest(task.build(data, configs), data_digest(data))
+        return loop.run(record, workdir, plot=plot)
 
 
 def summarise_run(results: dict, metrics: tuple[str, ...]) -> dict:

@@ -275,7 +275,8 @@ class DataConfig:
       "ncf:<name>" (the NCF authors' format, files DATA_DIR/<name>.train.rating etc.), or
       "csv:<path>" (a generic interaction file; see the csv_* fields).
     split: "loo" (leave-one-out by latest timestamp), "temporal" (global, by time fraction)
-      or "random" (holdout by fraction). Ignored for "ncf:" datasets (already split).
+      or "random" (holdout by fraction). An option a dataset cannot apply (e.g. --split for
+      "ncf:" datasets, already split) is a UsageError when set (`inapplicable_options`).
     seed: drives every random choice of the data layer (flag --data_seed, kept apart from
       --seed so that every training seed is scored on the same test set).
     """
@@ -328,13 +329,30 @@ class DataConfig:
         "--csv_timestamp_col (leave that empty).",
         parse=none_if_empty,
     )
-    csv_sep: str = option(",", "csv: field separator ('\\t' = tab).", parse=_separator)
+    csv_sep: str = option(
+        ",",
+        "csv: field separator ('\\t' = tab).",
+        parse=_separator,
+        check=lambda v: len(v) == 1 and v not in '"\r\n',
+        message="{flag} must be one character other than a quote or a line end, got {value!r}",
+    )
     cache: bool = option(
         True, "Reuse the preprocessed .npz cache.", flag="data_cache", resume_safe=True
     )
 
     def __post_init__(self):
         validate(self)
+        ignored = inapplicable_options(self)
+        require(
+            not ignored,
+            f"{', '.join(ignored)} cannot apply to --dataset={self.dataset}: "
+            f"{_WHY_INAPPLICABLE.get(self.dataset.split(':')[0], '')}drop "
+            f"{'it' if len(ignored) == 1 else 'them'}",
+        )
+        columns = [c for c in (self.csv_user_col, self.csv_item_col, self.csv_rating_col,
+                               self.csv_timestamp_col, self.csv_date_col) if c]  # fmt: skip
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        require(not twice, f"the --csv_*_col flags name the column(s) {twice} twice: one each")
         require(
             self.csv_date_col is None
             or (self.dataset.startswith("csv:") and not self.csv_timestamp_col),
@@ -344,6 +362,36 @@ class DataConfig:
     @property
     def root(self) -> pathlib.Path:
         return pathlib.Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
+
+
+# Options a dataset's preprocessing never reads, so a value other than the default would be
+# recorded as applied without being applied.
+_INAPPLICABLE = {
+    "ncf": ("split", "test_fraction", "rating_threshold", "test_rating_threshold",
+            "min_user_interactions", "min_item_interactions"),
+    "netflix-probe": ("split", "test_fraction", "test_rating_threshold"),
+}  # fmt: skip
+_WHY_INAPPLICABLE = {
+    "ncf": "the NCF format is already split, filtered and binarised by its files; ",
+    "netflix-probe": "probe.txt is the test split; ",
+}
+
+
+def inapplicable_options(data: DataConfig) -> list[str]:
+    """The flags (as `--name=value`) set away from their defaults that `data.dataset` ignores."""
+    kind = data.dataset.split(":")[0] if data.dataset.startswith("ncf:") else data.dataset
+    names = list(_INAPPLICABLE.get(kind, ()))
+    if kind == "ncf" and not data.validation:  # test negatives come from .test.negative
+        names.append("num_test_negatives")
+    if not data.dataset.startswith("csv:"):
+        names += ["csv_user_col", "csv_item_col", "csv_rating_col", "csv_timestamp_col",
+                  "csv_date_col", "csv_sep"]  # fmt: skip
+    fields = {f.name: f for f in dataclasses.fields(data)}
+    return [
+        f"--{flag_name(fields[n])}={getattr(data, n)}"
+        for n in names
+        if getattr(data, n) != fields[n].default
+    ]
 
 
 @dataclasses.dataclass(frozen=True)

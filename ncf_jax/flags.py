@@ -9,6 +9,8 @@ them, and another task's option is absl's unknown-flag error.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 import sys
 import typing
 
@@ -105,15 +107,39 @@ def compilation_cache_from_flags() -> str | None:
     return FLAGS.compilation_cache or None
 
 
-def workdir_from_flags() -> str:
+def workdir_from_flags(*, writable: bool = True) -> str:
     if not FLAGS.workdir:
         raise UsageError("--workdir is required: the folder for results.json and checkpoints")
+    check_folder(FLAGS.workdir, "--workdir", writable=writable)
     return FLAGS.workdir
+
+
+def check_folder(path: str, flag: str, *, writable: bool = True) -> None:
+    """UsageError unless `path` is a folder or can be made one (its nearest existing parent is
+    a folder), writable when `writable`."""
+    folder = pathlib.Path(path).expanduser()
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if existing == folder and not folder.is_dir():
+        raise UsageError(f"{flag}={path} is a file, not a folder: name a folder")
+    if not existing.is_dir():
+        raise UsageError(f"{flag}={path}: {existing} is a file, not a folder")
+    if writable and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}={path}: {existing} is not writable")
 
 
 def flag_values() -> dict:
     """The values of this module's flags, for results.json."""
     return {name: FLAGS[name].value for name in sorted(FLAGS) if name in _OURS}
+
+
+def parse(argv: list[str]) -> list[str]:
+    """Parses the command line into FLAGS; UsageError for what absl cannot parse (an unknown
+    flag, a missing --flagfile, a value that is not a number)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).split()).removeprefix("ERROR:: ")  # one line
+        raise UsageError(f"{message} (--helpshort lists the flags)") from None
 
 
 def show_tracebacks() -> bool:
@@ -143,7 +169,7 @@ def define_recommend_flags() -> None:
 
 def recommend_request_from_flags() -> tuple[str, list[str], int, bool, str | None]:
     """(workdir, ORIGINAL user ids, k, exclude_seen, data_dir_override) of experiments.recommend."""
-    workdir = workdir_from_flags()
+    workdir = workdir_from_flags(writable=False)
     if not FLAGS.users:
         raise UsageError("--users is required: comma-separated ORIGINAL user ids, e.g. 1,42")
     users = [u.strip() for u in FLAGS.users.split(",") if u.strip()]

@@ -92,6 +92,23 @@ def _short(value) -> str:
     return text if len(text) <= 80 else text[:76] + " ..."
 
 
+DATA_DIGEST = "data_digest"  # options.json / results.json key: digest of the prepared arrays
+
+
+def with_data_digest(task: Task, digest: str) -> Task:
+    """`task` recording `digest` (`ncf_jax.data.digest`) in its options and results, so a
+    resume on other data is refused as a resume with other options is."""
+    baseline = task.baseline and with_data_digest(task.baseline, digest)
+    options, results = task.options | {DATA_DIGEST: digest}, task.results | {DATA_DIGEST: digest}
+    return dataclasses.replace(task, options=options, results=results, baseline=baseline)
+
+
+def _changed(key: str, old, new) -> str:
+    if key == DATA_DIGEST:
+        return f"  the data (digest of the prepared arrays): {old} -> {new}"
+    return f"  --{key}: {_short(old)} -> {_short(new)}"
+
+
 def check_options(workdir: pathlib.Path, options: dict) -> None:
     """Records `options` in WORKDIR/options.json, or, when WORKDIR already holds a checkpoint
     trained with other options, raises ResumeError listing them (old -> new)."""
@@ -106,11 +123,12 @@ def check_options(workdir: pathlib.Path, options: dict) -> None:
         new = json.loads(json.dumps(options))  # tuples as lists, like the saved file
         changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
         if changed:
-            pairs = [f"  --{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in changed]
+            pairs = [_changed(k, old.get(k), new.get(k)) for k in changed]
             lines = "\n".join(pairs)
             raise ResumeError(
                 f"{workdir} holds a run trained with other options:\n{lines}\nTo start fresh, "
-                f"use another --workdir or delete {workdir}; to resume, pass the old values."
+                f"use another --workdir or delete {workdir}; to resume, pass the old values "
+                "(and the old data files)."
             )
     workdir.mkdir(parents=True, exist_ok=True)
     distributed.sync("options read")  # so no process reads the file while process 0 writes it

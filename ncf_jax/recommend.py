@@ -15,12 +15,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from ncf_jax import checkpoint
 from ncf_jax.config import DataConfig, from_dict
 from ncf_jax.data import dataset, side_info
+from ncf_jax.data.digest import data_digest
 from ncf_jax.data.types import InteractionData
-from ncf_jax.errors import CheckpointError, DataError, UsageError
+from ncf_jax.errors import CheckpointError, UsageError
+from ncf_jax.loop import DATA_DIGEST
 from ncf_jax.models import classic, create_model
 from ncf_jax.models.scoring import score_fns
 
@@ -108,10 +111,23 @@ def load_run(workdir, *, data_dir: str | None = None) -> Run:
     results = meta["results"]
     data_config = _data_config(results, data_dir)
     data = dataset.load_dataset(data_config)
+    check_data(results, data, workdir)
     model = create_model(results["config"]["model"], data.num_users, data.num_items)
     if isinstance(model, classic.Classic):
         check_baseline_params(model, params, workdir)
     return Run(model, params, data, data_config, results)
+
+
+def check_data(results: dict, data: InteractionData, workdir) -> None:
+    """UsageError when the run recorded a digest of its data and `data` is other data (ids
+    would name other users and items)."""
+    saved, now = results.get(DATA_DIGEST), data_digest(data)
+    if saved is not None and saved != now:
+        raise UsageError(
+            f"{workdir} was trained on other data than {data.name} as read now (digest of the "
+            f"prepared arrays {saved} -> {now}): pass the data it was trained on "
+            "(--data_dir_override=FOLDER)"
+        )
 
 
 def check_baseline_params(model: classic.Classic, params: dict, workdir) -> None:
@@ -131,24 +147,36 @@ def titles(data_config: DataConfig, original_item_ids) -> np.ndarray | None:
     """Titles of ORIGINAL item ids from the dataset's item file, or None where it has none."""
     if data_config.dataset.startswith(("ncf:", "csv:")):
         return None
-    try:
-        # The item file alone: `dataset.item_titles` also reads the user file, which may be absent.
-        path = dataset.source_files(data_config).get("items")
-        if path is None or not pathlib.Path(path).is_file():
-            return None
-        return side_info.titles_of(side_info.read_side_table(path), original_item_ids)
-    except (DataError, KeyError, ValueError):
+    # The item file alone: `dataset.item_titles` also reads the user file, which may be absent.
+    path = dataset.source_files(data_config).get("items")
+    if path is None or not pathlib.Path(path).is_file():
         return None
+    table = side_info.read_side_table(path)  # a bad line is the user's to fix: DataError
+    original_item_ids = np.asarray(original_item_ids)
+    missing = ~np.isin(original_item_ids, table.index.to_numpy())
+    if missing.any():
+        logging.warning("%s has no line for items %s: shown without titles", path,
+                        original_item_ids[missing][:10].tolist())  # fmt: skip
+    found = side_info.titles_of(table, original_item_ids[~missing])
+    names = np.full(len(original_item_ids), "", dtype=object)
+    names[~missing] = found
+    return names.astype(str)
 
 
 def user_codes(data: InteractionData, original_user_ids) -> np.ndarray:
     """Model ids of ORIGINAL user ids (strings are parsed like the source ids)."""
-    ids = np.asarray(original_user_ids).astype(data.user_ids.dtype)
+    try:
+        text = data.user_ids.dtype.kind in "US"  # str, not the table's width: no truncation
+        ids = np.asarray(original_user_ids).astype(str if text else data.user_ids.dtype)
+    except (ValueError, OverflowError):
+        raise UsageError(f"--users: {list(original_user_ids)[:10]} are not ids of "
+                         f"{data.name}, whose user ids are integers") from None  # fmt: skip
     codes = np.searchsorted(data.user_ids, ids)  # user_ids are sorted (see data.splits)
     codes = np.minimum(codes, len(data.user_ids) - 1)
     unknown = data.user_ids[codes] != ids
     if unknown.any():
-        raise KeyError(f"users not in {data.name}: {ids[unknown][:10].tolist()}")
+        raise UsageError(f"--users: {ids[unknown][:10].tolist()} are not users of {data.name} "
+                         "(give the ids of its source file)")  # fmt: skip
     return codes.astype(np.int32)
 
 
@@ -158,6 +186,8 @@ def recommend(run: Run, original_user_ids, k: int = 10, *, exclude_seen: bool = 
     training items."""
     data = run.data
     codes = user_codes(data, original_user_ids)
+    if not 1 <= k <= data.num_items:
+        raise UsageError(f"--k must be in 1..{data.num_items} (the items of {data.name}), got {k}")
     _, score_all_fn = score_fns(run.model, data.num_items)
     exclude = data.train_csr() if exclude_seen else (None, None)
     items, scores = top_k(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ncf_jax import checkpoint, optim, train
+from ncf_jax.errors import CheckpointError
 from ncf_jax.models import create_model, layers
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
 
@@ -45,7 +46,7 @@ def test_train_state_round_trips_exactly(tmp_path, lazy):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
         checkpoint.restore_params(tmp_path)
 
 

@@ -68,9 +68,12 @@ def test_published_negative_equal_to_test_item_is_masked(tmp_path, caplog):
     cfg = DataConfig(dataset="ncf:x", data_dir=str(tmp_path), cache=False)
     with caplog.at_level("INFO"):
         data = dataset.load_dataset(cfg)
-    assert data.test_negatives_mask.tolist() == [[True, False], [True, True]]
+    # User 1's negatives 0 and 3 are its training items: known positives, masked too.
+    assert data.test_negatives_mask.tolist() == [[True, False], [False, False]]
     assert data.num_items == 4 and data.num_users == 2
-    assert any("1 test pairs have their own item" in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 test pairs have their own item" in m for m in messages)
+    assert any("1 lines list an item the user is known to like (2 such" in m for m in messages)
 
 
 def test_validation_carved_from_train_by_loo_rule(tmp_path):

@@ -65,7 +65,7 @@ def _write(path, text):
 
 
 CONFIG = ClickConfig(continuous_cols=("x",), categorical_cols=("c",))
-DATA = DataConfig(csv_timestamp_col="ts")
+DATA = DataConfig(dataset="csv:log.csv", csv_timestamp_col="ts")
 
 
 @pytest.mark.parametrize(

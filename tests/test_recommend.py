@@ -14,7 +14,7 @@ from ncf_jax import recommend, tasks
 from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import csr_from_pairs
-from ncf_jax.errors import CheckpointError
+from ncf_jax.errors import CheckpointError, UsageError
 from ncf_jax.tasks.classic import ClassicModelConfig
 from ncf_jax.tasks.ncf import NCFModelConfig, NCFTrainConfig
 
@@ -151,7 +151,7 @@ def test_recommend_works_for_pointwise_models(tmp_path):
     scores[indices[indptr[users[0]] : indptr[users[0] + 1]]] = -np.inf
     best = np.argsort(-scores, kind="stable")[:4]
     assert rec["items"] == run.data.item_ids[best].tolist()
-    with pytest.raises(KeyError, match="users not in"):
+    with pytest.raises(UsageError, match="are not users of"):
         recommend.recommend(run, [999], 4)
 
 

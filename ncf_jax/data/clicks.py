@@ -19,14 +19,15 @@ Choices the specification left open:
 from __future__ import annotations
 
 import dataclasses
-import io
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from ncf_jax import config
 from ncf_jax.config import ClickConfig, DataConfig
-from ncf_jax.data import dataset, readers, splits
+from ncf_jax.data import checks, dataset, readers, splits
+from ncf_jax.errors import UsageError
 
 DAY_SECONDS = 86400
 _SHOW = 5  # offending rows cited in an error message
@@ -50,29 +51,32 @@ def read_click_csv(path, data_config: DataConfig, click_config: ClickConfig) -> 
     """
     d, c = data_config, click_config
     data = readers.read_bytes(path)
-    frame = pd.read_csv(
-        io.BytesIO(data), sep=d.csv_sep, dtype=str, keep_default_na=False, engine="c"
-    )
+    header = readers.csv_header(path, data, d.csv_sep)
     wanted = [d.csv_user_col, d.csv_item_col, c.label_col, *c.continuous_cols, *c.categorical_cols]
     wanted += [d.csv_timestamp_col] if d.csv_timestamp_col else []
-    missing = [name for name in wanted if name not in frame.columns]
+    missing = [name for name in wanted if name not in header]
     if missing:
-        raise readers.DataError(
-            path, f"missing column(s) {missing}; the header has {list(frame.columns)}", 1
-        )
+        raise readers.DataError(path, f"missing column(s) {missing}; the header has {header}", 1)
+    required = {d.csv_user_col, d.csv_item_col, c.label_col}
+    columns = [(name, "str" if name in required else "str?") for name in header]
+    frame = readers.parse_table(path, columns, sep=d.csv_sep, skip_lines=1, quoted=True,
+                                data=data).fillna("")  # fmt: skip
     label = frame[c.label_col].str.strip()
     bad = ~label.isin(["0", "1", "0.0", "1.0"]).to_numpy()
     if bad.any():
         _bad_rows(path, c.label_col, "with a label other than 0/1", frame, bad)
+    written = frame[c.label_col].to_numpy(dtype=str)
+    checks.report(path, ~np.isin(written, ["0", "1"]), "labels written as '0.0', '1.0' or with "
+                  "spaces, read as 0 / 1", warn=False, skip_lines=1)  # fmt: skip
     out = {
-        "user": readers._ids(frame[d.csv_user_col].to_numpy()),
-        "item": readers._ids(frame[d.csv_item_col].to_numpy()),
+        "user": checks.text_ids(path, frame[d.csv_user_col].to_numpy(), "user"),
+        "item": checks.text_ids(path, frame[d.csv_item_col].to_numpy(), "item"),
         "label": label.astype(float).astype(np.int8).to_numpy(),
     }
     stamps = np.zeros(len(frame), np.int64)
     if d.csv_timestamp_col:
         numbers = pd.to_numeric(frame[d.csv_timestamp_col], errors="coerce").to_numpy()
-        bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+        bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (np.abs(numbers) >= 2**62)
         if bad.any():
             _bad_rows(path, d.csv_timestamp_col, "not an integer timestamp", frame, bad)
         stamps = numbers.astype(np.int64)
@@ -256,8 +260,28 @@ def build_click_data(
     )
 
 
+# DataConfig options the click task never reads, and the one to use instead (None: none).
+_NOT_FOR_CLICKS = {"split": "--click_split", "rating_threshold": "--click_rating_threshold",
+                   "test_rating_threshold": None, "min_user_interactions": None,
+                   "min_item_interactions": None, "validation": None,
+                   "num_test_negatives": None, "csv_rating_col": "--click_label_col",
+                   "csv_date_col": None}  # fmt: skip
+
+
+def check_options(data_config: DataConfig) -> None:
+    """UsageError naming the DataConfig options set away from their defaults that the click
+    task would ignore."""
+    fields = {f.name: f for f in dataclasses.fields(data_config)}
+    for name, instead in _NOT_FOR_CLICKS.items():
+        if getattr(data_config, name) != fields[name].default:
+            use = f": use {instead}" if instead else ""
+            raise UsageError(f"--{config.flag_name(fields[name])} cannot apply to the click task"
+                             f"{use}")  # fmt: skip
+
+
 def load_clicks(data_config: DataConfig, click_config: ClickConfig) -> ClickData:
     """The click task of `data_config.dataset`: "csv:<path>" or a MovieLens release."""
+    check_options(data_config)
     if data_config.dataset.startswith("csv:"):
         path = data_config.dataset[4:]
         table = read_click_csv(path, data_config, click_config)

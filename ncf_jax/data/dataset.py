@@ -19,6 +19,8 @@ import pathlib
 import re
 import urllib.request
 import uuid
+import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -47,8 +49,11 @@ def source_files(cfg: DataConfig, *, opener=urllib.request.urlopen) -> dict[str,
     if cfg.dataset.startswith("csv:"):
         path = pathlib.Path(cfg.dataset[4:]).expanduser()
         if not path.is_file():
-            raise readers.DataError(path, "file not found")
+            raise readers.DataError(path, "is a folder, not a file" if path.is_dir() else
+                                    "file not found")  # fmt: skip
         return {"ratings": path}
+    if cfg.root.exists() and not cfg.root.is_dir():
+        raise UsageError(f"--data_dir={cfg.data_dir} is a file, not a folder")
     if cfg.dataset in netflix.DATASETS:
         return netflix.source_files(cfg.dataset, cfg.root)
     source = download.source_for(cfg.dataset)
@@ -237,20 +242,53 @@ def build(cfg: DataConfig, paths) -> InteractionData:
     return prepare(table, cfg, name=cfg.dataset)
 
 
+def check_split_options(cfg: DataConfig) -> None:
+    """UsageError for a split option the chosen split ignores (leave-one-out holds out one pair
+    per user: no fraction, no rating threshold)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    if cfg.split == "loo" and cfg.dataset not in netflix.DATASETS:
+        for name in ("test_fraction", "test_rating_threshold"):
+            if getattr(cfg, name) != defaults[name]:
+                raise UsageError(f"--{name}={getattr(cfg, name)} cannot apply to --split=loo "
+                                 "(one held-out pair per user): use --split=temporal or "
+                                 f"--split=random, or drop --{name}")  # fmt: skip
+
+
+# What a damaged cache raises: a truncated or overwritten zip, a missing or mis-shaped array.
+_CACHE_ERRORS = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
+                 zlib.error)  # fmt: skip
+
+
+def _load_cache(path: pathlib.Path) -> InteractionData | None:
+    """The cached arrays, or None after setting a damaged cache file aside (warned)."""
+    try:
+        data = load_npz(path)
+        logging.info("loaded from cache %s", path)
+        return data
+    except _CACHE_ERRORS as error:
+        aside = path.with_name(f"{path.name}.damaged")
+        try:
+            os.replace(path, aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        logging.warning("damaged cache %s (%s: %s), %s; rebuilding it from the source files",
+                        path, type(error).__name__, error, where)  # fmt: skip
+        return None
+
+
 def load_dataset(cfg: DataConfig, *, opener=urllib.request.urlopen) -> InteractionData:
     """The prepared, split dataset of `cfg`, from the cache when it is current.
 
     `opener` fetches URLs (a parameter so tests can serve local archives).
     """
+    check_split_options(cfg)
     paths = source_files(cfg, opener=opener)
     path = cache_path(cfg, _input_files(cfg, paths))
     if cfg.cache and path.is_file():
-        try:
-            data = load_npz(path)
-            logging.info("loaded from cache %s", path)
+        data = _load_cache(path)
+        if data is not None:
             return data
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            logging.warning("ignoring unreadable cache %s (%s)", path, error)
     data = build(cfg, paths)
     if cfg.cache:
         try:

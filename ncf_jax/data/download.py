@@ -149,7 +149,10 @@ def fetch(remote: Remote, dest, *, opener=urllib.request.urlopen) -> pathlib.Pat
         if os.environ.get("NCF_JAX_OFFLINE"):  # air-gapped machines: say what to fetch, at once
             raise DownloadError(f"{dest} is missing and NCF_JAX_OFFLINE is set: {by_hand}")
         logging.info("downloading %s to %s", remote.url, dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DownloadError(f"cannot write to {dest.parent} ({error}); {by_hand}") from None
         part = dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:8]}.part")  # one per process
         try:
             with opener(remote.url) as response, open(part, "wb") as out:

@@ -6,7 +6,9 @@ Three files share a prefix (ids already 0-based and contiguous):
   <name>.test.negative  (user,item) \\t neg_1 \\t ... \\t neg_k   (line j belongs to test pair j)
 The authors' README says the timestamp is present "if have", so 3-column rating files are read
 too (timestamp 0). The published ml-1m negatives sometimes contain the user's own test item
-(156 of 6,040 users); such entries get `test_negatives_mask` False and are counted in the log.
+(156 of 6,040 users); such entries get `test_negatives_mask` False and are counted in the log,
+as are negatives the user is known to like (a training or test item) and repeats in a line.
+`read_ncf` checks the three files against each other (see its docstring).
 
 `write_ncf` writes the same format so users can convert their own data; validation pairs go to
 the train file (the format has no validation split). Reading back what it wrote gives the same
@@ -23,7 +25,7 @@ import pandas as pd
 from absl import logging
 
 from ncf_jax.config import DataConfig
-from ncf_jax.data import splits
+from ncf_jax.data import checks, splits
 from ncf_jax.data.readers import RAW_COLUMNS, DataError, parse_table, read_bytes
 from ncf_jax.data.types import InteractionData, csr_from_pairs
 
@@ -38,9 +40,12 @@ def read_rating_file(path) -> splits.Rows:
     kinds = ("int", "int", "float", "int")[: 4 if num_fields != 3 else 3]
     frame = parse_table(path, list(zip(RAW_COLUMNS, kinds, strict=False)), sep="\t", data=data)
     for column in ("user", "item"):
-        negative = np.flatnonzero(frame[column].to_numpy() < 0)
-        if len(negative):
-            raise DataError(path, f"negative {column} id", int(negative[0]) + 1)
+        ids = frame[column].to_numpy()
+        checks.refuse(path, ids < 0, f"negative {column} id", values=ids)
+        checks.refuse(path, ids > checks.INT32_MAX, f"{column} id above 2^31 - 1 (ids are "
+                      "int32, 0-based and contiguous)", values=ids)  # fmt: skip
+    checks.report(path, frame["rating"].to_numpy() < 0, "rows rated below 0, kept (the format "
+                  "counts every row as a positive)")  # fmt: skip
     timestamps = frame["timestamp"] if "timestamp" in frame else np.zeros(len(frame), np.int64)
     return splits.Rows(
         frame["user"].to_numpy(np.int32),
@@ -114,26 +119,107 @@ def _check_negatives(paths, heads_users, heads_items, negatives, test: splits.Ro
         raise DataError(paths["negatives"], problem, j + 1)
 
 
+def _keys(users, items, num_items: int) -> np.ndarray:
+    return users.astype(np.int64) * num_items + items
+
+
+def _check_leakage(paths, train: splits.Rows, test: splits.Rows, num_items: int) -> None:
+    """DataError at the first training line that is also a test pair (leakage)."""
+    test_keys = _keys(test.users, test.items, num_items)
+    leaked = np.isin(_keys(train.users, train.items, num_items), test_keys)
+    if leaked.any():
+        row = int(np.flatnonzero(leaked)[0])
+        pair = (int(train.users[row]), int(train.items[row]))
+        j = int(np.flatnonzero(test_keys == _keys(*map(np.array, pair), num_items))[0]) + 1
+        raise DataError(
+            paths["train"],
+            f"training pair {pair} is also the test pair of {paths['test']}:{j} "
+            f"({int(leaked.sum())} such lines): the test would score pairs the model trained "
+            "on; remove them from one file",
+            row + 1,
+        )
+
+
+def _unique_train(path, train: splits.Rows, num_items: int) -> splits.Rows:
+    """`train` without repeated (user, item) rows (the latest, then highest rated, is kept)."""
+    keys = _keys(train.users, train.items, num_items)
+    _, first = np.unique(keys, return_index=True)
+    repeat = np.ones(len(keys), bool)
+    repeat[first] = False
+    if not repeat.any():
+        return train
+    checks.report(path, repeat, "repeated (user, item) training lines, dropped (each pair "
+                  "kept once: its latest line)")  # fmt: skip
+    keep = splits.latest_per_pair(train.users, train.items, train.ratings, train.timestamps)
+    return train.take(np.sort(keep))
+
+
+def _report_unseen(paths, train: splits.Rows, test: splits.Rows, sizes) -> None:
+    """Logs test users and items without a training pair, and ids that occur in no file."""
+    for what, ids, train_ids, size in (("user", test.users, train.users, sizes[0]),
+                                       ("item", test.items, train.items, sizes[1])):  # fmt: skip
+        seen = np.zeros(size, bool)
+        seen[train_ids] = True
+        checks.report(paths["test"], ~seen[ids], f"test pairs whose {what} has no training "
+                      "pair, kept (scored with an untrained embedding)")  # fmt: skip
+        seen[ids] = True
+        if not seen.all():
+            logging.warning("%s: %d of the %s ids 0..%d occur in no rating file (empty rows)",
+                            paths["train"], (~seen).sum(), what, size - 1)  # fmt: skip
+
+
 def read_ncf(paths) -> tuple[splits.Rows, splits.Rows, np.ndarray, int, int]:
-    """(train, test, negatives [n_test, k], num_users, num_items) from the three files."""
+    """(train, test, negatives [n_test, k], num_users, num_items) from the three files.
+
+    Checked against each other: a test pair that is also a training pair (leakage) is refused;
+    repeated training pairs are dropped, test users or items without a training pair are
+    kept, each logged with its count (`negatives_mask` checks the negatives).
+    """
     paths = {role: pathlib.Path(p) for role, p in paths.items()}
     train, test = read_rating_file(paths["train"]), read_rating_file(paths["test"])
     num_users = int(max(train.users.max(), test.users.max())) + 1
     num_items = int(max(train.items.max(), test.items.max())) + 1
     heads_users, heads_items, negatives = read_negatives_file(paths["negatives"])
     _check_negatives(paths, heads_users, heads_items, negatives, test, num_items)
+    _check_leakage(paths, train, test, num_items)
+    train = _unique_train(paths["train"], train, num_items)
+    _report_unseen(paths, train, test, (num_users, num_items))
     return train, test, negatives.astype(np.int32), num_users, num_items
+
+
+def _repeats(rows: np.ndarray) -> np.ndarray:
+    """[n, k] bool: entries equal to an earlier entry of their row."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    ordered = np.take_along_axis(rows, order, axis=1)
+    repeat = np.zeros(rows.shape, bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    out = np.zeros_like(repeat)
+    np.put_along_axis(out, order, repeat, axis=1)
+    return out
+
+
+def negatives_mask(path, train: splits.Rows, test: splits.Rows, negatives, num_items: int):
+    """[n_test, k] bool, False where a published negative must not compete: the pair's own
+    item, another item the user is known to like (train or test), or a repeat of an earlier
+    negative of the line. Each finding is logged with its count and first line of `path`."""
+    own = negatives == test.items[:, None]
+    logging.info("%s: %d test pairs have their own item among the published negatives (masked)",
+                 path, own.any(axis=1).sum())  # fmt: skip
+    known = np.concatenate([_keys(train.users, train.items, num_items),
+                            _keys(test.users, test.items, num_items)])  # fmt: skip
+    positive = np.isin(_keys(test.users[:, None], negatives, num_items), known) & ~own
+    checks.report(path, positive.any(axis=1), "lines list an item the user is known to like "
+                  f"({int(positive.sum())} such negatives, masked)")  # fmt: skip
+    repeat = _repeats(negatives) & ~own & ~positive
+    checks.report(path, repeat.any(axis=1), f"lines repeat a negative ({int(repeat.sum())} "
+                  "repeats, masked: each item competes once)")  # fmt: skip
+    return ~(own | positive | repeat)
 
 
 def from_ncf_files(paths, cfg: DataConfig, *, name: str) -> InteractionData:
     """InteractionData of an NCF-format dataset; split, filters and thresholds do not apply."""
     train, test, negatives, num_users, num_items = read_ncf(paths)
-    mask = negatives != test.items[:, None]
-    logging.info(
-        "%s: %d test pairs have their own item among the published negatives (masked)",
-        name,
-        (~mask).any(axis=1).sum(),
-    )
+    mask = negatives_mask(paths["negatives"], train, test, negatives, num_items)
     fields = {**test.fields("test"), "test_negatives": negatives, "test_negatives_mask": mask}
     if cfg.validation:
         # Carve each user's latest train pair (ties: largest item), as the LOO split would.

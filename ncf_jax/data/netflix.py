@@ -5,7 +5,8 @@ Two dataset names read the files of `DATA_DIR/netflix/`:
   "netflix"        every rating of the training set; --split (loo, temporal, random) applies.
   "netflix-probe"  the classic protocol: the ratings listed in probe.txt (1,408,395 in the
                    release; all of them are also in the training set) are the test split and
-                   the rest is train. --split and --test_fraction are ignored; --validation
+                   the rest is train. --split, --test_fraction and --test_rating_threshold
+                   cannot apply (a UsageError when given); --validation
                    holds out a seeded random sample of the training rows as large as the probe.
 Ratings come from `combined_data_1.txt` .. `combined_data_4.txt` (the layout of the common
 mirrors) or, when those are absent, from the original `training_set/mv_*.txt` files.
@@ -113,14 +114,18 @@ def probe_split(probe: dict, rows: splits.Rows, user_ids, item_ids, *, validatio
     users = np.searchsorted(user_ids, probe["user"]).clip(0, len(user_ids) - 1)
     items = np.searchsorted(item_ids, probe["item"]).clip(0, len(item_ids) - 1)
     known = (user_ids[users] == probe["user"]) & (item_ids[items] == probe["item"])
-    probe_keys = np.unique(users[known].astype(np.int64) * len(item_ids) + items[known])
+    keys = users.astype(np.int64) * len(item_ids) + items
+    probe_keys, first = np.unique(keys[known], return_index=True)
     row_keys = rows.users.astype(np.int64) * len(item_ids) + rows.items
     at = np.searchsorted(probe_keys, row_keys).clip(0, max(len(probe_keys) - 1, 0))
     in_probe = probe_keys[at] == row_keys if len(probe_keys) else np.zeros(len(row_keys), bool)
     test, train = np.flatnonzero(in_probe), np.flatnonzero(~in_probe)
+    # Counted on probe.txt as read: each drop once, before the next one removes anything.
     logging.info(
-        "probe: %d test rows, %d probe pairs not rated", len(test), len(probe_keys) - len(test)
-    )
+        "probe: %d pairs listed, %d of them with a user or movie not among the ratings kept, "
+        "%d repeated, %d not rated: %d test rows",
+        len(keys), (~known).sum(), known.sum() - len(first), len(probe_keys) - len(test), len(test),
+    )  # fmt: skip
     valid = np.zeros(0, np.int64)
     if validation:
         rng = splits.rng_for(seed, splits.STREAM_SPLIT)

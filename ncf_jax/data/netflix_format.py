@@ -15,6 +15,7 @@ import pathlib
 import re
 
 import numpy as np
+from absl import logging
 
 from ncf_jax.data.readers import DataError, read_bytes
 
@@ -33,6 +34,7 @@ class Block:
         for path in self.paths:
             data = read_bytes(path)  # DataError for a missing or empty file
             if b"\r" in data:  # files copied through Windows
+                logging.info("%s: %d Windows line ends read as '\\n'", path, data.count(b"\r\n"))
                 data = data.replace(b"\r\n", b"\n")
             parts.append(data + b"\n")
         self.offsets = np.cumsum([0] + [len(p) for p in parts])

@@ -11,6 +11,7 @@ the file, the 1-based line (as an editor shows it) and the problem. Nothing is d
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import math
@@ -18,7 +19,9 @@ import pathlib
 
 import numpy as np
 import pandas as pd
+from absl import logging
 
+from ncf_jax.data import checks
 from ncf_jax.errors import DataError
 
 RAW_COLUMNS = ("user", "item", "rating", "timestamp")
@@ -27,11 +30,22 @@ _DTYPES = {"int": np.int64, "float": np.float64, "str": str, "str?": str}
 
 
 def read_bytes(path) -> bytes:
-    """The file's bytes without trailing blank lines; DataError when missing or empty."""
+    """The file's bytes without trailing blank lines and without a UTF-8 byte-order mark
+    (logged); DataError when missing, unreadable, empty or UTF-16/32 text."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a file")
     if not path.is_file():
         raise DataError(path, "file not found")
-    data = path.read_bytes().rstrip(b"\r\n")
+    try:
+        data = path.read_bytes().rstrip(b"\r\n")
+    except OSError as error:
+        raise DataError(path, f"cannot be read ({error.strerror or error})") from None
+    if data.startswith(codecs.BOM_UTF8):
+        logging.info("%s: skipped a UTF-8 byte-order mark", path)
+        data = data[len(codecs.BOM_UTF8) :]
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataError(path, "is UTF-16 or UTF-32 text: save it as UTF-8", 1)
     if not data.strip():
         raise DataError(path, "file is empty")
     return data
@@ -41,9 +55,11 @@ def _check_field(value: str, kind: str) -> str | None:
     """Why `value` is not a valid `kind`, or None when it is."""
     if kind == "int":
         try:
-            int(value)
+            number = int(value)
         except ValueError:
             return f"{value!r} is not an integer"
+        if not -(2**63) <= number < 2**63:
+            return f"{value} does not fit a 64-bit integer"
     elif kind == "float":
         try:
             ok = math.isfinite(float(value))
@@ -127,8 +143,10 @@ def parse_table(
         )
         frame.columns = [name for name, _ in columns] + list(frame.columns[len(columns) :])
         if frame.shape[1] == len(columns) and _complete(frame, columns):
+            if not quoted:  # quoted fields would shift the columns `odd_integers` counts
+                checks.odd_integers(path, data, columns, sep=sep, skip_lines=skip_lines)
             return frame
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError) as error:
         text_error = error
     try:
         text = data.decode(encoding)
@@ -154,6 +172,9 @@ def _raw_table(users, items, ratings=None, timestamps=None) -> pd.DataFrame:
 _RATING_COLUMNS = (("user", "int"), ("item", "int"), ("rating", "float"), ("timestamp", "int"))
 # MovieLens rating files by name: (separator, header lines). One reader serves every release.
 _MOVIELENS_FORMATS = {"u.data": ("\t", 0), "ratings.dat": ("::", 0), "ratings.csv": (",", 1)}
+# What every MovieLens release holds: ids from 1 (0 tolerated), half stars 0.5-5, Unix seconds.
+_MOVIELENS_RANGES = (("user", 0, None), ("item", 0, None), ("rating", 0.5, 5.0),
+                     ("timestamp", 0, None))  # fmt: skip
 
 
 def read_movielens_ratings(path) -> pd.DataFrame:
@@ -166,6 +187,8 @@ def read_movielens_ratings(path) -> pd.DataFrame:
     if header:
         _check_header(path, data, sep, ["userId", "movieId", "rating", "timestamp"])
     frame = parse_table(path, _RATING_COLUMNS, sep=sep, skip_lines=header, data=data)
+    for column, low, high in _MOVIELENS_RANGES:
+        checks.in_range(path, frame, column, low, high, skip_lines=header)
     return _raw_table(*(frame[c].to_numpy() for c in RAW_COLUMNS))
 
 
@@ -178,19 +201,6 @@ def _check_header(path, data: bytes, sep: str, expected: list[str]) -> None:
     found = _header(path, data, sep)
     if found != expected:
         raise DataError(path, f"header should be {sep.join(expected)!r}, found {found!r}", 1)
-
-
-def _ids(values: np.ndarray) -> np.ndarray:
-    """Ids as int64 when every id is written as a plain integer; else the strings themselves.
-
-    "007" stays a string: converting it would merge it with a distinct id "7".
-    """
-    strings = np.asarray(values, dtype=str)
-    numbers = pd.to_numeric(pd.Series(strings), errors="coerce").to_numpy()
-    if np.isnan(numbers).any() or not np.array_equal(numbers, np.round(numbers)):
-        return strings
-    integers = numbers.astype(np.int64)
-    return integers if np.array_equal(integers.astype(str), strings) else strings
 
 
 def read_csv_interactions(
@@ -208,7 +218,7 @@ def read_csv_interactions(
     column means every row is a positive (rating 1.0); a missing timestamp column means 0.
     """
     data = read_bytes(path)
-    header = _header(path, data, sep)
+    header = csv_header(path, data, sep)
     wanted = {user_col: "str", item_col: "str", rating_col: "float", timestamp_col: "int"}
     wanted.pop(None, None)
     for name in wanted:
@@ -216,12 +226,28 @@ def read_csv_interactions(
             raise DataError(path, f"no column {name!r} in header {header!r}", 1)
     columns = [(name, wanted.get(name, "str?")) for name in header]
     frame = parse_table(path, columns, sep=sep, skip_lines=1, quoted=True, data=data)
+    ratings = frame[rating_col].to_numpy() if rating_col else None
+    if ratings is not None:
+        checks.report(path, ratings < 0, "rows rated below 0, kept (every row is a positive "
+                      "unless --rating_threshold)", skip_lines=1)  # fmt: skip
     return _raw_table(
-        _ids(frame[user_col].to_numpy()),
-        _ids(frame[item_col].to_numpy()),
-        frame[rating_col].to_numpy() if rating_col else None,
+        checks.text_ids(path, frame[user_col].to_numpy(), "user"),
+        checks.text_ids(path, frame[item_col].to_numpy(), "item"),
+        ratings,
         frame[timestamp_col].to_numpy() if timestamp_col else None,
     )
+
+
+def csv_header(path, data: bytes, sep: str) -> list[str]:
+    """The column names of a delimited file's header; DataError when a name repeats or the
+    file has no line after its header."""
+    header = _header(path, data, sep)
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DataError(path, f"column(s) {twice} appear twice in the header", 1)
+    if b"\n" not in data:
+        raise DataError(path, "no data lines after the header", 1)
+    return header
 
 
 def read_dates(path, column: str, *, sep: str = ",") -> np.ndarray:

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from ncf_jax.data import checks
 from ncf_jax.data.netflix import TITLES, read_movie_titles
 from ncf_jax.data.readers import DataError, parse_table, read_bytes
 
@@ -41,15 +42,29 @@ def _decode_guess(path) -> tuple[bytes, str]:
         return data, "latin-1"
 
 
+ML1M_AGES = (1, 18, 25, 35, 45, 50, 56)  # the age-group codes of 1M's users.dat (its README)
+
+
+def _check_users(path, frame: pd.DataFrame, ages) -> None:
+    gender = frame["gender"].to_numpy(dtype=str)
+    checks.refuse(path, ~np.isin(gender, ["M", "F"]), "gender is not M or F", values=gender)
+    age = frame["age"].to_numpy()
+    allowed = np.isin(age, ages) if isinstance(ages, tuple) else (age >= 0) & (age <= ages)
+    what = f"one of {ages}" if isinstance(ages, tuple) else f"0..{ages}"
+    checks.refuse(path, ~allowed, f"age is not {what}", values=age)
+
+
 def _ml100k_users(path) -> pd.DataFrame:
     columns = [("user", "int"), ("age", "int"), ("gender", "str"), ("occupation", "str")]
     frame = parse_table(path, [*columns, ("zip_code", "str")], sep="|", encoding="latin-1")
+    _check_users(path, frame, 150)
     return frame.set_index("user")
 
 
 def _ml1m_users(path) -> pd.DataFrame:
     columns = [("user", "int"), ("gender", "str"), ("age", "int"), ("occupation", "int")]
     frame = parse_table(path, [*columns, ("zip_code", "str")], sep="::", encoding="latin-1")
+    _check_users(path, frame, ML1M_AGES)
     codes = frame["occupation"].to_numpy()
     bad = np.flatnonzero((codes < 0) | (codes >= len(ML1M_OCCUPATIONS)))
     if len(bad):
@@ -63,6 +78,8 @@ def _ml100k_items(path) -> pd.DataFrame:
     flags = [(genre, "int") for genre in ML100K_GENRES]
     columns = [*head, ("video_release_date", "str?"), ("imdb_url", "str?"), *flags]
     frame = parse_table(path, columns, sep="|", encoding="latin-1")
+    flags = frame[list(ML100K_GENRES)].to_numpy()
+    checks.refuse(path, ((flags != 0) & (flags != 1)).any(axis=1), "a genre flag is not 0 or 1")
     # A 0/1 matrix times "Name|" strings concatenates the names of the set flags, row-wise.
     names = pd.Series([f"{genre}|" for genre in ML100K_GENRES], index=list(ML100K_GENRES))
     genres = (frame[list(ML100K_GENRES)].astype(bool).astype(object) * names).sum(axis=1)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ncf_jax import checkpoint, evaluate, loop, tasks
+from ncf_jax.data.digest import data_digest
 from ncf_jax.errors import UsageError
 from ncf_jax.models import create_model, load_pretrained, scoring
 from ncf_jax.paper.suite import CUTOFFS, Cell, cells_in_order, cost
@@ -91,7 +92,7 @@ def train_cell(workdir, cell: Cell, data, *, extra: dict | None = None) -> dict:
     pretrain = {flag: cell_dir(workdir, dep).resolve() for flag, dep in cell.pretrain}
     options |= {flag: str(path / "replicas" / "0") for flag, path in pretrain.items()}
     configs = tasks.configs_from_options(task_module, options)
-    task = task_module.build(data, configs, extra=extra)
+    task = loop.with_data_digest(task_module.build(data, configs, extra=extra), data_digest(data))
     task = dataclasses.replace(task, evaluate=_all_cutoffs_evaluator(data, configs))
     num_seeds = options.get("num_seeds", 1)
     if pretrain and num_seeds > 1:
