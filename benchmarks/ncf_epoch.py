@@ -1,6 +1,6 @@
 """Benchmark: one NCF training epoch (sampling included) and one evaluation of all users.
 
-The issue-3 targets: NeuMF at batch 256 on ML-100K (about 495,000 samples with 4 negatives)
+The cases: NeuMF at batch 256 on ML-100K (about 495,000 samples with 4 negatives)
 with the paper-default sizes and with the factor-32 sizes of the PyTorch comparison; GMF and
 MLP beside it; dense and row-sparse ("lazy") Adam; shuffled and grouped batch layouts
 (`--batch_layout`); ML-1M-shaped synthetic data.

@@ -76,7 +76,7 @@ def l2_penalty(params, batch, weights, *, tables, reg_mf: float, reg_layers: tup
         raise ValueError("embedding L2 reaches tables of the model's top level only")
     total = jnp.zeros((), jnp.float32)
     looked_up = params.get(PENALISED, params.get(LOOKED_UP, {}))
-    for name, leaf in (looked_up | params["params"]).items():
+    for name, leaf in (looked_up | params.get("params", {})).items():
         if not isinstance(leaf, dict):
             continue
         table = tables.get(("params", name, "embedding"))

@@ -308,9 +308,10 @@ def precision_recall_f1(scores, labels, *, threshold: float = 0.5, mask=None):
 
     A zero denominator gives 0.0. scores, labels, mask: [n] -> three float32 scalars.
 
-    >>> p, r, f = precision_recall_f1(jnp.array([0.9, 0.6, 0.2]), jnp.array([1, 0, 1]))
-    >>> [round(float(x), 4) for x in (p, r, f)]
-    [0.5, 0.5, 0.5]
+    Examples:
+        >>> p, r, f = precision_recall_f1(jnp.array([0.9, 0.6, 0.2]), jnp.array([1, 0, 1]))
+        >>> [round(float(x), 4) for x in (p, r, f)]
+        [0.5, 0.5, 0.5]
     """
     scores, pos, neg = _binary(scores, labels, mask)
     predicted = scores >= threshold

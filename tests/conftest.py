@@ -7,7 +7,7 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One compilation cache for the session, inherited by the scripts the tests start: the same tiny
+# One compilation cache for the test run, inherited by the scripts the tests start: the same tiny
 # programs compile once. A compiled program is the same program, so results do not change.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller's; workers inherit it
     os.environ["JAX_COMPILATION_CACHE_DIR"] = OWN_CACHE = tempfile.mkdtemp(prefix="ncf_jax_xla_")
@@ -35,6 +35,6 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 
 def pytest_sessionfinish(session):
-    """The session's compilation cache goes when the session (not a worker) ends."""
+    """The test run's compilation cache goes when the run (not a worker) ends."""
     if not hasattr(session.config, "workerinput") and "OWN_CACHE" in globals():
         shutil.rmtree(OWN_CACHE, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The benchmarks' command lines: absl flags, listed by --helpshort, and one table helper."""
+"""The benchmarks' command lines: absl flags, listed by --helpshort, and one table function."""
 
 import json
 import os

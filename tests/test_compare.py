@@ -150,7 +150,7 @@ def test_tuning_records_every_point_and_the_chosen_one(folder, tmp_path):
 
 
 def test_a_configured_compilation_cache_is_kept(tmp_path):
-    """The session's cache (tests/conftest.py) stays; the suite would use WORKDIR/xla_cache."""
+    """The test run's cache (tests/conftest.py) stays; the suite would use WORKDIR/xla_cache."""
     configured = os.environ["JAX_COMPILATION_CACHE_DIR"]
     assert xla.use_compilation_cache(tmp_path / "xla_cache") == configured
     assert jax.config.jax_compilation_cache_dir == configured

@@ -57,7 +57,7 @@ class Job:
                 "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
                 "NCF_JAX_HEARTBEAT_TIMEOUT": str(HEARTBEAT), "NCF_JAX_SHUTDOWN_TIMEOUT": "30",
                 "NCF_JAX_INIT_TIMEOUT": "120"}  # fmt: skip
-        env |= {k: os.environ[k] for k in CACHE if k in os.environ}  # conftest's session cache
+        env |= {k: os.environ[k] for k in CACHE if k in os.environ}  # conftest's test-run cache
         if processes > 1:
             env |= {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{free_port()}",
                     "JAX_NUM_PROCESSES": str(processes)}  # fmt: skip

@@ -129,9 +129,11 @@ def leave_one_out(users, items, timestamps, *, validation: bool):
     Linear time: one int64 key per row orders (timestamp, item), and a per-user maximum picks
     the test row, then the validation row among the rest; no sort of all rows.
 
-    >>> users, items, ts = np.array([0, 0, 0, 1]), np.array([5, 3, 4, 2]), np.array([2, 9, 9, 1])
-    >>> [x.tolist() for x in leave_one_out(users, items, ts, validation=True)]
-    [[0, 3], [1], [2]]
+    Examples:
+        >>> users, items = np.array([0, 0, 0, 1]), np.array([5, 3, 4, 2])
+        >>> ts = np.array([2, 9, 9, 1])
+        >>> [x.tolist() for x in leave_one_out(users, items, ts, validation=True)]
+        [[0, 3], [1], [2]]
     """
     key = _time_item_key(timestamps, items)
     count = np.bincount(users)

@@ -1,4 +1,4 @@
-"""Stage: dataset arrays. The container every later stage reads, and its CSR helper.
+"""Stage: dataset arrays. The container every later stage reads, and its CSR function.
 
 All ids are contiguous (0..num_users-1, 0..num_items-1); `user_ids` / `item_ids` map them back
 to the ids of the source file. Arrays are NumPy: moving them to a device is the job of

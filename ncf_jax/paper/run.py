@@ -141,7 +141,7 @@ def run_cells(workdir, plan: dict, data, *, log: Callable[[str], None] = print,
 
 
 def _record_seconds(folder: pathlib.Path, seconds: float) -> None:
-    """Adds this session's wall-clock seconds to the cell's seconds.json (compile included)."""
+    """Adds this invocation's wall-clock seconds to the cell's seconds.json (compile included)."""
     path = folder / "seconds.json"
     before = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
     path.write_text(json.dumps({"seconds": round(before + seconds, 1)}) + "\n")
