@@ -15,7 +15,7 @@ import sys
 
 from absl import app, logging
 
-from ncf_jax import flags, reporting, sharding
+from ncf_jax import flags, lock, reporting, sharding
 from ncf_jax.errors import USER_ERRORS, UsageError
 from ncf_jax.tasks import train_and_evaluate
 
@@ -50,11 +50,13 @@ def train_main(task, argv) -> dict:
     sharding.maybe_initialize_distributed()  # multi-host jobs: before any device is touched
     configs = flags.configs_from_flags(task.CONFIGS)  # all validated before any data is read
     workdir = flags.workdir_from_flags()
-    data = task.load_data(configs)
-    logging.info(
-        "data: %s", json.dumps(data.describe() if hasattr(data, "describe") else data.stats())
-    )
-    results = train_and_evaluate(task, data, configs, workdir, extra={"flags": flags.flag_values()})
+    with lock.hold(workdir):  # before the data: a second run on WORKDIR stops at once
+        data = task.load_data(configs)
+        logging.info(
+            "data: %s", json.dumps(data.describe() if hasattr(data, "describe") else data.stats())
+        )
+        extra = {"flags": flags.flag_values()}
+        results = train_and_evaluate(task, data, configs, workdir, extra=extra)
     print(summary(results, workdir))
     return results
 
