@@ -251,6 +251,8 @@ def _run(task: Task, workdir: pathlib.Path, *, plot: bool) -> dict:
             latest.save(epoch, state, meta)
             _write(workdir, results)
 
+    if not histories[0]:  # --epochs=0: the starting model is the result
+        results |= {"best_epoch": 0, "best": {k: v for k, v in init.items() if "valid_" not in k}}
     _finish(task, workdir, results, plot)
     if task.baseline is not None:
         base = run(task.baseline, workdir / "baseline", plot=plot)
