@@ -2,6 +2,7 @@
 without ../shared (derived data, or one line saying what to fetch), one run per WORKDIR (a
 second stops at once, a dead holder's lock is taken over), and a clean stop on divergence."""
 
+import fcntl
 import json
 import os
 import pathlib
@@ -13,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import checkpoint, lock, loop
+from ncf_jax import checkpoint, compare, lock, loop, paper
 from ncf_jax.data import synthetic, write_ncf
-from ncf_jax.errors import DivergedError
+from ncf_jax.errors import DivergedError, WorkdirBusyError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAIN = ["experiments.neumf", "--flagfile=experiments/configs/ml100k_neumf.flags"]
@@ -125,3 +126,24 @@ def test_divergence_writes_the_epochs_before_and_keeps_their_checkpoints(tmp_pat
     assert checkpoint.all_steps(tmp_path / "checkpoints" / "latest") == [1, 2]
     state, _ = checkpoint.restore(tmp_path / "checkpoints" / "latest")
     np.testing.assert_array_equal(state["params"]["w"], [2.0, 2.0])  # the last finite one
+
+
+@pytest.mark.parametrize("suite", ["paper", "compare", "cell"])
+def test_suites_and_their_cells_hold_their_workdir(tmp_path, suite):
+    """A suite's WORKDIR, or a run's (each cell of a suite is one), held by another process:
+    it stops at once, naming the holder."""
+    holder = {"host": "h", "pid": 7, "started": "now", "command": "x"}
+    (tmp_path / ".lock").write_text(json.dumps(holder))
+    with open(tmp_path / ".lock") as held:  # another open file: a lock this `hold` cannot share
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(WorkdirBusyError, match=f"{tmp_path} is in use by PID 7 on h"):
+            if suite == "compare":
+                compare.run_suite(compare.CompareConfig(dataset="ncf:x", models=("toppop",)),
+                                  tmp_path)  # fmt: skip
+            elif suite == "paper":
+                base = paper.PAPER_OPTIONS | {"dataset": "ncf:x", "epochs": 1, "num_seeds": 1,
+                                              "seed": 0}  # fmt: skip
+                paper.reproduce(None, base, tmp_path, ["table2"], log=lambda _: None)
+            else:
+                loop.run(_task(0, "none"), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
