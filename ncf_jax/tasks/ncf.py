@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from ncf_jax import batching, checkpoint, evaluate, history, interactions, optim, sharding, train
+from ncf_jax import batching, evaluate, history, interactions, optim, sharding, train
 from ncf_jax.config import (
     LEARNERS,
     DataConfig,
@@ -41,9 +41,8 @@ from ncf_jax.config import num_factors as factors_option
 from ncf_jax.config import num_neg as num_neg_option
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import InteractionData
-from ncf_jax.errors import DataError
 from ncf_jax.loop import Task
-from ncf_jax.models import create_model, keras, layers, load_pretrained, scoring
+from ncf_jax.models import create_model, layers, load_pretrained, pretrained, scoring
 from ncf_jax.reporting import describe_run
 
 BATCH_LAYOUTS = ("shuffled", "grouped")
@@ -214,32 +213,19 @@ def load_data(configs: dict) -> InteractionData:
     return load_dataset(configs["data"])
 
 
-def trained_params(path: str, kind: str, like: dict) -> dict:
-    """{"params": ...} of a trained GMF or MLP (`kind`): the NCF authors' Keras file, or the
-    best model of one of our WORKDIRs; `like` is that model's fresh {"params": ...}."""
-    if keras.is_keras_file(path):
-        return keras.load(path, kind, like)
-    params, _ = checkpoint.restore_params(path)
-    shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
-    if shapes(params) != shapes(like):
-        raise DataError(path, f"its model's parameters {shapes(params['params'])} do not fit "
-                        f"this {kind.upper()}'s {shapes(like['params'])}")  # fmt: skip
-    return jax.tree.map(jnp.asarray, params)
-
-
 def init_params(model, model_config: NCFModelConfig, key: jax.Array):
     """Fresh parameters; NeuMF loaded from trained GMF and MLP; or GMF / MLP from one."""
     dummy = jnp.zeros((1,), jnp.int32)
     params = model.init(key, dummy, dummy)
     if model_config.start_from is not None:
-        return trained_params(model_config.start_from, model_config.model, params)
+        return pretrained.load(model_config.start_from, model_config.model, params)
     if model_config.pretrained:
         num_users, num_items = model.num_users, model.num_items
         like = {kind: create_model(dataclasses.replace(model_config, model=kind, mf_pretrain=None,
                                                        mlp_pretrain=None), num_users, num_items)
                 .init(key, dummy, dummy) for kind in ("gmf", "mlp")}  # fmt: skip
-        gmf = trained_params(model_config.mf_pretrain, "gmf", like["gmf"])
-        mlp = trained_params(model_config.mlp_pretrain, "mlp", like["mlp"])
+        gmf = pretrained.load(model_config.mf_pretrain, "gmf", like["gmf"])
+        mlp = pretrained.load(model_config.mlp_pretrain, "mlp", like["mlp"])
         params = load_pretrained(params, gmf, mlp, alpha=model_config.alpha)
         logging.info(
             "NeuMF initialised from %s and %s", model_config.mf_pretrain, model_config.mlp_pretrain
