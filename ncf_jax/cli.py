@@ -15,7 +15,7 @@ import sys
 
 from absl import logging
 
-from ncf_jax import entry, flags, loop, reporting, sharding, xla
+from ncf_jax import entry, flags, lock, loop, reporting, sharding, xla
 from ncf_jax.data.digest import data_digest
 from ncf_jax.entry import guarded  # noqa: F401  (scripts wrap their main with cli.guarded)
 from ncf_jax.errors import UsageError
@@ -55,12 +55,13 @@ def train_main(task, argv) -> dict:
     sharding.maybe_initialize_distributed()  # multi-host jobs: before any device is touched
     configs = flags.configs_from_flags(task.CONFIGS)  # all validated before any data is read
     workdir = flags.workdir_from_flags()
-    data = task.load_data(configs)
-    logging.info(
-        "data: %s", json.dumps(data.describe() if hasattr(data, "describe") else data.stats())
-    )
-    record = task.build(data, configs, extra={"flags": flags.flag_values()})
-    results = loop.run(loop.with_data_digest(record, data_digest(data)), workdir)
+    with lock.hold(workdir):  # before the data: a second run on WORKDIR stops at once
+        data = task.load_data(configs)
+        logging.info(
+            "data: %s", json.dumps(data.describe() if hasattr(data, "describe") else data.stats())
+        )
+        record = task.build(data, configs, extra={"flags": flags.flag_values()})
+        results = loop.run(loop.with_data_digest(record, data_digest(data)), workdir)
     print(summary(results, workdir))
     return results
 

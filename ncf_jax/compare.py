@@ -30,7 +30,7 @@ import pathlib
 
 import numpy as np
 
-from ncf_jax import baselines, loop, reporting, xla
+from ncf_jax import baselines, lock, loop, reporting, xla
 from ncf_jax.config import at_least, option, require, resume_options, strings
 from ncf_jax.data.digest import data_digest
 from ncf_jax.tasks import TASKS, configs_from_options
@@ -316,8 +316,9 @@ def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None, grids=
     xla.use_compilation_cache(root / "xla_cache")  # the runs of a grid share their programs
     run = Runner()
     rows = []
-    for model in suite.models:
-        for protocol in PROTOCOLS:
-            rows.append(run_row(model, protocol, suite, root, run, grids.get(model, {})))
-            write_report(rows, suite, root, head or {})  # a partial report survives a crash
+    with lock.hold(root):  # one suite per WORKDIR; each run holds its own folder too
+        for model in suite.models:
+            for protocol in PROTOCOLS:
+                rows.append(run_row(model, protocol, suite, root, run, grids.get(model, {})))
+                write_report(rows, suite, root, head or {})  # a partial report survives a crash
     return {**(head or {}), "rows": rows, "ran": run.ran}

@@ -398,7 +398,12 @@ def inapplicable_options(data: DataConfig) -> list[str]:
 class TrainConfig:
     """The training options every task reads; a task's own train config extends it."""
 
-    epochs: int = option(20, "Training epochs.", resume_safe=True, **at_least(1))
+    epochs: int = option(
+        20,
+        "Training epochs (0: evaluate the starting model only).",
+        resume_safe=True,
+        **at_least(0),
+    )
     batch_size: int = option(256, "Rows per step.", **at_least(1))
     learner: str = option("adam", "Optimiser.", choices=LEARNERS)
     learning_rate: float = option(0.001, "Learning rate.", **positive())

@@ -92,6 +92,14 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def agree(ok: bool) -> bool:
+    """Process 0's `ok`, in every process (a decision only process 0 can make, e.g. whether it
+    got WORKDIR's lock), so all of them go on or stop together."""
+    if jax.process_count() == 1:
+        return ok
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(ok)))
+
+
 def fetch(tree):
     """`jax.device_get(tree)` that also works for arrays split over several processes' devices:
     those are gathered first (every process gets the whole value)."""

@@ -42,4 +42,17 @@ class CheckpointError(OSError):
     exit_code = 1
 
 
-USER_ERRORS = (UsageError, DataError, DownloadError, CheckpointError)
+class WorkdirBusyError(OSError):
+    """Another run holds WORKDIR (`ncf_jax.lock`); the message names it and says what to do."""
+
+    exit_code = 1
+
+
+class DivergedError(ArithmeticError):
+    """The loss or a metric became NaN or infinite; the message names the epoch and the value."""
+
+    exit_code = 1
+
+
+USER_ERRORS = (UsageError, DataError, DownloadError, CheckpointError, WorkdirBusyError,
+               DivergedError)  # fmt: skip

@@ -33,8 +33,8 @@ import numpy as np
 from absl import logging
 from flax import struct
 
-from ncf_jax import checkpoint, distributed, history, reporting, xla
-from ncf_jax.errors import ResumeError
+from ncf_jax import checkpoint, distributed, history, lock, reporting, xla
+from ncf_jax.errors import DivergedError, ResumeError
 
 
 @struct.dataclass
@@ -175,12 +175,53 @@ def _write(workdir: pathlib.Path, results: dict) -> None:
         reporting.write_results(workdir, results)
 
 
+# ------------------------------------------------------------------------------ divergence
+def non_finite(epoch: int, losses, metrics: list[dict], seeds) -> str | None:
+    """What went NaN or infinite in `epoch` (the loss first, then a metric), or None."""
+    for k, (loss, values) in enumerate(zip(losses, metrics, strict=True)):
+        replica = "" if seeds is None else f" (replica {k}, seed {seeds[k]})"
+        for name, value in {"loss": loss, **values}.items():
+            if not np.isfinite(value):
+                what = "the training loss" if name == "loss" else name
+                return f"epoch {epoch}{replica}: {what} is {value}"
+    return None
+
+
+def _diverged(what: str, epoch: int, workdir: pathlib.Path) -> DivergedError:
+    kept = (
+        f"the results and checkpoints of epochs 1-{epoch - 1} are in {workdir}"
+        if epoch > 1
+        else f"nothing was trained; the initial evaluation is in {workdir}"
+    )
+    return DivergedError(
+        f"training diverged in {what}: {kept}; try a lower --learning_rate (or "
+        "--learner=adam) in another --workdir"
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- the loop
 def run(task: Task, workdir, *, plot: bool = True) -> dict:
     """Trains `task` to `task.epochs`, evaluating after every epoch; returns results.json's
     content (also written to WORKDIR/results.json, results.md and, with `plot`, history.png:
-    a search's tried points skip it, 0.4 s a run)."""
-    workdir = pathlib.Path(workdir)
+    a search's tried points skip it, 0.4 s a run). The run holds WORKDIR (`ncf_jax.lock`).
+
+    A NaN or infinite loss or metric stops the run with DivergedError, after writing the
+    results (and plot) of the epochs before it, whose checkpoints stay; results.json then
+    records `diverged`."""
+    with lock.hold(workdir):
+        return _run(task, pathlib.Path(workdir), plot=plot)
+
+
+def _finish(task: Task, workdir: pathlib.Path, results: dict, plot: bool) -> None:
+    _write(workdir, results)
+    title = f"{results.get('model')} on {results.get('dataset')}"
+    if plot and distributed.is_main() and results.get("history"):
+        n = 1 if task.seeds is None else len(task.seeds)
+        reporting.plot_history(workdir, results["history"],
+                               title if n == 1 else f"{title} x{n} seeds")  # fmt: skip
+
+
+def _run(task: Task, workdir: pathlib.Path, *, plot: bool) -> dict:
     check_options(workdir, task.options)
     ckpt = workdir / "checkpoints"
     epoch_fn, evaluate, split, fold = _device_fns(task)
@@ -209,6 +250,11 @@ def run(task: Task, workdir, *, plot: bool = True) -> dict:
             t1 = time.perf_counter()
             metrics = _fetch(evaluate(state.params, fold(eval_key, epoch)), n)
             seconds = (t1 - t0, time.perf_counter() - t1)
+            bad = non_finite(epoch, losses, metrics, task.seeds)
+            if bad:  # this epoch is neither recorded nor saved
+                results["diverged"] = bad
+                _finish(task, workdir, results, plot)
+                raise _diverged(bad, epoch, workdir)
             for replica, loss, values in zip(histories, losses, metrics, strict=True):
                 replica.append(history.epoch_entry(epoch, float(loss), values, *seconds))
             results |= _summary(task, histories)
@@ -223,11 +269,9 @@ def run(task: Task, workdir, *, plot: bool = True) -> dict:
             latest.save(epoch, state, meta)
             _write(workdir, results)
 
-    _write(workdir, results)
-    title = f"{results.get('model')} on {results.get('dataset')}"
-    if plot and distributed.is_main():
-        reporting.plot_history(workdir, results["history"],
-                               title if n == 1 else f"{title} x{n} seeds")  # fmt: skip
+    if not histories[0]:  # --epochs=0: the starting model is the result
+        results |= {"best_epoch": 0, "best": {k: v for k, v in init.items() if "valid_" not in k}}
+    _finish(task, workdir, results, plot)
     if task.baseline is not None:
         base = run(task.baseline, workdir / "baseline", plot=plot)
         results["baseline"] = {"best_epoch": base["best_epoch"], "best": base["best"]}

@@ -90,8 +90,11 @@ def write_results(workdir, results: dict) -> pathlib.Path:
     tmp.replace(path)  # atomic: a killed run never leaves half a file
     best = ", ".join(f"{k} {v:.4f}" for k, v in results.get("best", {}).items())
     chosen = f"best epoch {results.get('best_epoch')} (by {results.get('select_epoch', 'test')})"
+    stopped = (
+        f"**Stopped: diverged in {results['diverged']}.**\n\n" if "diverged" in results else ""
+    )
     text = (
-        f"# {results.get('model')} on {results.get('dataset')}\n\n{chosen}: {best}\n\n"
+        f"# {results.get('model')} on {results.get('dataset')}\n\n{stopped}{chosen}: {best}\n\n"
         + markdown_table(results.get("history", []))
     )
     (workdir / "results.md").write_text(text)

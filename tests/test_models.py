@@ -132,7 +132,8 @@ def test_registry_builds_every_model_from_a_config():
         (dict(num_factors=0), "num_factors"),
         (dict(reg_layers=(0.0, 0.1)), "reg_layers"),
         (dict(mf_pretrain="a"), "together"),
-        (dict(model="gmf", mf_pretrain="a", mlp_pretrain="b"), "neumf only"),
+        (dict(model="gmf", mf_pretrain="a", mlp_pretrain="b"), "--model=neumf or --model=mlp"),
+        (dict(model="mf", mf_pretrain="a"), "not --model=mf"),
     ],
 )
 def test_bad_model_config_is_refused(kwargs, message):

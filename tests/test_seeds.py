@@ -1,7 +1,10 @@
-"""Many seeds in one run: replica k is the single run with seed k; results hold mean and std."""
+"""Many seeds in one run: replica k starts as the single run with seed k (bitwise: parameters,
+optimiser state, keys) and follows it up to float reassociation (docs/reproducibility.md);
+results hold mean and std."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -41,14 +44,40 @@ def runs(tmp_path_factory):
     return root, many, singles
 
 
-def test_replica_k_equals_the_single_run_with_seed_k(runs):
+def _task(**train):
+    configs = tasks.configs(
+        tasks.ncf,
+        model=ModelConfig(model="neumf", num_factors=4, layers=(8, 4)),
+        train=TrainConfig(epochs=2, batch_size=64, learning_rate=0.01, **train),
+        eval=EvalConfig(top_k=5),
+    )
+    return tasks.ncf.build(DATA, configs)
+
+
+def test_replica_k_starts_bitwise_as_the_single_run_with_seed_k():
+    """Same parameters, optimiser state and run key (so the same negatives, batches and
+    evaluation draws every epoch): what the docs call exact."""
+    many = _task(seed=3, num_seeds=2)
+    for k, seed in enumerate((3, 4)):
+        single = _task(seed=seed)
+        leaves = zip(jax.tree.leaves(many.state), jax.tree.leaves(single.state), strict=True)
+        for stacked, leaf in leaves:
+            np.testing.assert_array_equal(np.asarray(stacked)[k], np.asarray(leaf))
+        key_data = jax.random.key_data
+        np.testing.assert_array_equal(key_data(many.key)[k], key_data(single.key))
+
+
+def test_replica_k_follows_the_single_run_with_seed_k(runs):
+    """Not bitwise: the vmapped epoch batches each matmul and reduction over the replicas, and
+    XLA adds in another order. On this data the histories agree to 1e-5 relative over 2
+    epochs (docs/reproducibility.md states what holds on ml-100k)."""
     _, many, singles = runs
     assert [r["seed"] for r in many["seeds"]] == [3, 4]
     for replica, single in zip(many["seeds"], singles, strict=True):
         assert replica["best_epoch"] == single["best_epoch"]
         for got, want in zip(replica["history"], single["history"], strict=True):
             for name in ("loss", "hr@5", "ndcg@5"):
-                assert got[name] == pytest.approx(want[name], abs=1e-5), (got["epoch"], name)
+                assert got[name] == pytest.approx(want[name], rel=1e-5), (got["epoch"], name)
 
 
 def test_results_hold_means_stds_and_per_seed_entries(runs):

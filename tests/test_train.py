@@ -14,7 +14,7 @@ from flax import traverse_util
 from ncf_jax import batching, interactions, losses, optim, tasks, train
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
-from ncf_jax.errors import UsageError
+from ncf_jax.errors import DivergedError, UsageError
 from ncf_jax.models import create_model, layers
 from ncf_jax.models.layers import LOOKED_UP
 from ncf_jax.permutation import permutation
@@ -515,7 +515,7 @@ def test_grouped_batches_train_neumf_too(tmp_path):
 
 
 def test_nan_loss_stops_with_the_epoch(tmp_path):
-    with pytest.raises(FloatingPointError, match="epoch 1"):
+    with pytest.raises(DivergedError, match="epoch 1"):
         train_and_evaluate(
             DATA,
             ModelConfig(model="gmf", num_factors=8),

@@ -169,3 +169,26 @@ def test_pointwise_models_rejected(tmp_path):
     with pytest.raises(ValueError, match="no towers"):
         _train(data, NCFModelConfig(model="gmf"), TrainConfig(), EvalConfig(protocol="full"),
                tmp_path)  # fmt: skip
+
+
+def test_cosine_tower_has_finite_gradients_at_the_zero_vector():
+    """x / max(|x|, m) at x = 0: the output is 0 and its Jacobian is I / m (hand-derived: the
+    clamp is constant there); a plain max(norm, m) gives NaN. Elsewhere the Jacobian is
+    (I - x x^T / |x|^2) / |x|, compared with NumPy."""
+    model, params = _model(cosine=True)
+    table = params["params"]["user"]["tower_user"]["embedding"]
+    params["params"]["user"]["tower_user"]["embedding"] = table.at[0].set(0.0)
+
+    def user_vector(p, user, k):
+        return model.apply(p, jnp.array([user]), method="user_vectors")[0, k]
+
+    for user in (0, 1):
+        x = np.asarray(params["params"]["user"]["tower_user"]["embedding"][user], np.float64)
+        norm = np.linalg.norm(x)
+        want = np.eye(4) / two_tower.MIN_NORM if norm == 0 else (
+            np.eye(4) - np.outer(x, x) / norm**2) / norm  # fmt: skip
+        for k in range(4):
+            grads = jax.grad(user_vector)(params, user, k)
+            assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+            row = grads["params"]["user"]["tower_user"]["embedding"][user]
+            np.testing.assert_allclose(row, want[k], rtol=1e-4, atol=1e-6)

@@ -28,7 +28,7 @@ import pandas as pd
 from absl import logging
 
 from ncf_jax.config import DataConfig, default_data_dir
-from ncf_jax.data import download, ncf_format, netflix, readers, side_info, splits
+from ncf_jax.data import authors_split, download, ncf_format, netflix, readers, side_info, splits
 from ncf_jax.data.types import InteractionData
 from ncf_jax.errors import UsageError
 
@@ -57,6 +57,8 @@ def source_files(cfg: DataConfig, *, opener=urllib.request.urlopen) -> dict[str,
     if cfg.dataset in netflix.DATASETS:
         return netflix.source_files(cfg.dataset, cfg.root)
     source = download.source_for(cfg.dataset)
+    if cfg.dataset == f"ncf:{authors_split.NAME}" and download.missing(source, cfg.root):
+        return authors_split.ensure(cfg.root, opener=opener)  # derived from GroupLens' archive
     return download.ensure_files(source, cfg.root, opener=opener)
 
 

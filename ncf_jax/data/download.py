@@ -199,21 +199,22 @@ def unpack(archive, top: str, target) -> None:
 def ensure_files(source: Source, root, *, opener=urllib.request.urlopen) -> dict[str, pathlib.Path]:
     """The source's file paths under `root`, downloading and unpacking them when missing."""
     root = pathlib.Path(root)
-    missing = _missing(source, root)
-    if not missing:
+    absent = missing(source, root)
+    if not absent:
         return locate(source, root)
     if not source.remotes:
-        raise DataError(missing[0], f"file not found (no download known for {source.name})")
+        raise DataError(absent[0], f"file not found (no download known for {source.name})")
     for remote in source.remotes:
         dest = fetch(remote, root / remote.filename, opener=opener)
         if source.archive_dir:
             unpack(dest, source.archive_dir, root / source.folder)
-    missing = _missing(source, root)
-    if missing:
-        raise DataError(missing[0], "file not found after download and unpack")
+    absent = missing(source, root)
+    if absent:
+        raise DataError(absent[0], "file not found after download and unpack")
     return locate(source, root)
 
 
-def _missing(source: Source, root) -> list[pathlib.Path]:
+def missing(source: Source, root) -> list[pathlib.Path]:
+    """The source's required files that are not under `root`."""
     paths = locate(source, root)
     return [paths[role] for role in source.required if not paths[role].is_file()]

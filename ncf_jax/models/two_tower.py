@@ -17,8 +17,15 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import optax
 
 from ncf_jax.models import layers
+
+# Cosine towers divide by max(|x|, MIN_NORM), so a zero vector stays zero. Through
+# optax.safe_norm, not jnp.maximum(norm(x), MIN_NORM): JAX differentiates both branches of a
+# max, and the norm's gradient at x = 0 is NaN. At x = 0 the gradient is then 1 / MIN_NORM,
+# tf.math.l2_normalize's 1e6 (it clamps the squared norm at 1e-12), not 1e12.
+MIN_NORM = 1e-6
 
 
 class Tower(nn.Module):
@@ -49,8 +56,7 @@ class Tower(nn.Module):
             x = nn.relu(x) if i < len(self.hidden) - 1 else x
         x = x.astype(jnp.float32)
         if self.normalise:
-            # Clamped norm: a zero vector stays zero instead of becoming NaN.
-            x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+            x = x / optax.safe_norm(x, MIN_NORM, axis=-1, keepdims=True)
         return x
 
 

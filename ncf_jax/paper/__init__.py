@@ -12,6 +12,7 @@ import json
 import pathlib
 from collections.abc import Callable
 
+from ncf_jax import lock
 from ncf_jax.errors import UsageError
 from ncf_jax.paper import figures, report, run, suite
 from ncf_jax.paper.suite import (
@@ -61,14 +62,15 @@ def reproduce(data, base: dict, workdir, names=EXPERIMENTS, *, grid: Grid = PAPE
     content."""
     workdir = pathlib.Path(workdir)
     plan = plan_for(names, base, grid)
-    results = run.run_cells(workdir, plan, data, log=log, extra=extra, train=train)
-    out = report.collect(plan, results, base["dataset"])
-    out["cells_finished"] = [len(results), len(suite.cells_in_order(plan))]
-    out["options"] = base
-    out["cells"] = _cell_table(workdir, plan, results)
-    (workdir / "paper.json").write_text(json.dumps(out, indent=1) + "\n")
-    (workdir / "paper.md").write_text(report.markdown(out, out["cells"]))
-    figures.draw(out, workdir)
+    with lock.hold(workdir):  # one suite per WORKDIR; each cell's run holds its folder too
+        results = run.run_cells(workdir, plan, data, log=log, extra=extra, train=train)
+        out = report.collect(plan, results, base["dataset"])
+        out["cells_finished"] = [len(results), len(suite.cells_in_order(plan))]
+        out["options"] = base
+        out["cells"] = _cell_table(workdir, plan, results)
+        (workdir / "paper.json").write_text(json.dumps(out, indent=1) + "\n")
+        (workdir / "paper.md").write_text(report.markdown(out, out["cells"]))
+        figures.draw(out, workdir)
     return out
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from ncf_jax import batching, checkpoint, evaluate, history, interactions, optim, sharding, train
+from ncf_jax import batching, evaluate, history, interactions, optim, sharding, train
 from ncf_jax.config import (
     LEARNERS,
     DataConfig,
@@ -42,7 +42,7 @@ from ncf_jax.config import num_neg as num_neg_option
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import InteractionData
 from ncf_jax.loop import Task
-from ncf_jax.models import create_model, layers, load_pretrained, scoring
+from ncf_jax.models import create_model, layers, load_pretrained, pretrained, scoring
 from ncf_jax.reporting import describe_run
 
 BATCH_LAYOUTS = ("shuffled", "grouped")
@@ -63,9 +63,16 @@ class NCFModelConfig:
     layers: tuple[int, ...] = layers_option()
     reg_mf: float = reg_mf()
     reg_layers: tuple[float, ...] = reg_layers()
-    mf_pretrain: str | None = option(None, "WORKDIR of a trained GMF (NeuMF).", parse=none_if_empty)
+    mf_pretrain: str | None = option(
+        None,
+        "A trained GMF: its WORKDIR, or the NCF authors' Keras .h5 file. NeuMF starts from it "
+        "and --mlp_pretrain; --model=gmf starts from it alone.",
+        parse=none_if_empty,
+    )
     mlp_pretrain: str | None = option(
-        None, "WORKDIR of a trained MLP (NeuMF).", parse=none_if_empty
+        None,
+        "A trained MLP (WORKDIR or the authors' Keras .h5): NeuMF's, or --model=mlp's start.",
+        parse=none_if_empty,
     )
     alpha: float = option(
         0.5,
@@ -87,18 +94,26 @@ class NCFModelConfig:
             f"got {self.reg_layers}",
         )
         require(min(self.reg_layers) >= 0, "--reg_mf/--reg_layers must be >= 0")
+        given = {"gmf": self.mf_pretrain, "mlp": self.mlp_pretrain}
         require(
-            (self.mf_pretrain is None) == (self.mlp_pretrain is None),
-            "--mf_pretrain and --mlp_pretrain must be given together",
+            self.model != "neumf" or (given["gmf"] is None) == (given["mlp"] is None),
+            "--mf_pretrain and --mlp_pretrain must be given together for --model=neumf",
         )
-        require(
-            self.mf_pretrain is None or self.model == "neumf",
-            "--mf_pretrain/--mlp_pretrain apply to --model=neumf only",
-        )
+        for kind, flag in (("gmf", "--mf_pretrain"), ("mlp", "--mlp_pretrain")):
+            require(
+                given[kind] is None or self.model in ("neumf", kind),
+                f"{flag} applies to --model=neumf or --model={kind}, not --model={self.model}",
+            )
 
     @property
     def pretrained(self) -> bool:
-        return self.mf_pretrain is not None
+        """NeuMF from trained GMF and MLP (section 3.4.1 of the paper)."""
+        return self.model == "neumf" and self.mf_pretrain is not None
+
+    @property
+    def start_from(self) -> str | None:
+        """The trained model (WORKDIR or Keras file) a GMF or an MLP starts from."""
+        return {"gmf": self.mf_pretrain, "mlp": self.mlp_pretrain}.get(self.model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,12 +214,18 @@ def load_data(configs: dict) -> InteractionData:
 
 
 def init_params(model, model_config: NCFModelConfig, key: jax.Array):
-    """Fresh parameters, or NeuMF loaded from the GMF and MLP checkpoints."""
+    """Fresh parameters; NeuMF loaded from trained GMF and MLP; or GMF / MLP from one."""
     dummy = jnp.zeros((1,), jnp.int32)
     params = model.init(key, dummy, dummy)
+    if model_config.start_from is not None:
+        return pretrained.load(model_config.start_from, model_config.model, params)
     if model_config.pretrained:
-        gmf, _ = checkpoint.restore_params(model_config.mf_pretrain)
-        mlp, _ = checkpoint.restore_params(model_config.mlp_pretrain)
+        num_users, num_items = model.num_users, model.num_items
+        like = {kind: create_model(dataclasses.replace(model_config, model=kind, mf_pretrain=None,
+                                                       mlp_pretrain=None), num_users, num_items)
+                .init(key, dummy, dummy) for kind in ("gmf", "mlp")}  # fmt: skip
+        gmf = pretrained.load(model_config.mf_pretrain, "gmf", like["gmf"])
+        mlp = pretrained.load(model_config.mlp_pretrain, "mlp", like["mlp"])
         params = load_pretrained(params, gmf, mlp, alpha=model_config.alpha)
         logging.info(
             "NeuMF initialised from %s and %s", model_config.mf_pretrain, model_config.mlp_pretrain
