@@ -69,6 +69,11 @@ def test_the_model_example_trains_through_the_ncf_task(tmp_path, monkeypatch):
 def test_the_two_commands_are_the_locked_ones():
     assert f"```bash\n{MAIN}\n```" in README
     assert f"```bash\n{TESTS}\n```" in README
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-1] == TESTS, "CI runs exactly the README's test command"
+    for lock in ("main", "test"):  # both install from a lock of exact, hashed versions
+        text = (ROOT / "requirements" / f"{lock}.lock").read_text()
+        assert "--hash=sha256:" in text and "\njax==" in text
 
 
 def test_the_readme_is_a_front_door():
