@@ -4,7 +4,9 @@
 #      needs 8 devices and stays on CPU; conftest's JAX_PLATFORMS=cpu default is overridden);
 #   2. the epoch benchmark (benchmarks/ncf_epoch.py, ML-1M shape, batch 256, all cases);
 #   3. the throughput benchmark (benchmarks/throughput.py): MLPerf NeuMF on the ML-20M shape
-#      at batch 2^20, float32 and bfloat16.
+#      at batch 2^20, float32 and bfloat16;
+#   4. time to quality (benchmarks/time_to_quality.py): the paper's NeuMF-8 and the fast recipe
+#      on the ML-100K files, fresh processes from process start to HR@10 >= 0.58, warm cache.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]          # default OUT_DIR: $OUT, else /tmp/gpu_check
 #   DRY_RUN=1 bash benchmarks/gpu_check.sh /tmp/x   # on CPU, tiny sizes: checks the plumbing
@@ -27,14 +29,16 @@ if [ "$DRY_RUN" = 1 ]; then
   EPOCH_ARGS=(--shape=ml-100k --models=gmf-32 --adam=lazy --layouts=shuffled --reps=1)
   TP_ARGS=(--shapes=ml-1m --batch_sizes=4096 --target_samples=4096 --reps=1 --eval=sampled
            --sampled_eval_users=256)
-  LIMITS=(120 120 120)
+  LIMITS=(120 120 120 120)
+  TTQ_ARGS=(--seeds=0 --cache=cold --extra=--epochs=1 --target=0.0)
 else
   PLATFORM=cuda
   TESTS=(tests --ignore=tests/test_sharding.py)
   EPOCH_ARGS=(--shape=ml-1m --batch_size=256 --reps=2)
   # 4 steps of 2^20 rows per timed call; the evaluation cases at the script's defaults.
   TP_ARGS=(--shapes=ml-20m --batch_sizes=1048576 --target_samples=4194304 --reps=3)
-  LIMITS=(120 75 45)  # seconds: tests, epoch benchmark, each throughput dtype (<= 285 in all)
+  LIMITS=(120 75 45 60)  # s: tests, epochs, each throughput dtype, each time to quality (<= 405)
+  TTQ_ARGS=(--seeds=0,1 --cache=warm)
 fi
 export JAX_PLATFORMS="$PLATFORM"
 
@@ -80,5 +84,10 @@ step ncf_epoch "${LIMITS[1]}" "$PYTHON" -m benchmarks.ncf_epoch "${EPOCH_ARGS[@]
 for dtype in float32 bfloat16; do
   step "throughput_$dtype" "${LIMITS[2]}" "$PYTHON" -m benchmarks.throughput --models=neumf \
     --dtype="$dtype" --out_dir="$OUT_DIR/throughput_$dtype" "${TP_ARGS[@]}"
+done
+for flagfile in ml100k_neumf ml100k_neumf_fast; do
+  step "time_to_quality_$flagfile" "${LIMITS[3]}" "$PYTHON" -m benchmarks.time_to_quality \
+    --flagfile_override="experiments/configs/$flagfile.flags" --workdir="$OUT_DIR/ttq_$flagfile" \
+    --out="$OUT_DIR/ttq_$flagfile.md" --json_out="$OUT_DIR/ttq_$flagfile.json" "${TTQ_ARGS[@]}"
 done
 echo "report: $REPORT"
