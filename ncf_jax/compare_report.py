@@ -153,7 +153,7 @@ def plot(stat: dict, path: pathlib.Path, title: str) -> None:
         ax.bar(range(len(names)), means, color=colours,
                yerr=np.abs(cis - means), capsize=3)  # fmt: skip
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set(title=f"{protocol}: {LABELS[metric]}", ylim=(0, max(cis[1]) * 1.1))
+        ax.set(title=f"{protocol}: {LABELS[metric]}", ylim=(0, 1.1 * max(cis[1].max(), 1e-3)))
     fig.suptitle(f"{title} (95 % bootstrap intervals; blue: tied for best)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
