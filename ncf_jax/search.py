@@ -5,8 +5,10 @@ same number of trials for every model, Optuna's TPE sampler (seeded) over an SQL
 lambda; integer ranges for neighbours and factors; choices where the values are categorical.
 The ranges follow Ferrari Dacrema et al. (TOIS 2021, their Table 2) for the classic models,
 Rendle et al. (RecSys 2020; iALS: "Revisiting the performance of iALS", 2021) for MF and iALS,
-and He et al. (WWW 2017, Section 4) for GMF, MLP and NeuMF (factors 8-64, learning rate
-1e-4-1e-2, L2 on embeddings and layers).
+and He et al. (WWW 2017, Section 4) for GMF, MLP and NeuMF (learning rate 1e-4-1e-2, L2 on
+embeddings and layers; MLP and NeuMF's predictive factors 8 or 16 of the paper's 8-64: a
+tower of f factors is 8f-4f-2f-f wide, its work grows as f squared, and 32 or 64 factors do not
+fit a 2-core CPU's budget; docs/comparison.md).
 
 Trials are asked in batches (`run_search`): a batch's first trial is sampled in full, the others
 share its values of every parameter but the model's `SHARED` one (an NCF model's learning rate,
@@ -33,7 +35,7 @@ from optuna.trial import TrialState
 LogFloat = lambda low, high: FloatDistribution(low, high, log=True)
 LogInt = lambda low, high: IntDistribution(low, high, log=True)
 _KNN = {"knn_k": LogInt(5, 1000), "knn_shrink": FloatDistribution(0.0, 1000.0)}
-_NCF = {"learning_rate": LogFloat(1e-4, 1e-2), "num_factors": Choice((8, 16, 32, 64))}
+_NCF = {"learning_rate": LogFloat(1e-4, 1e-2), "num_factors": Choice((8, 16))}
 _MF = {"learning_rate": LogFloat(1e-4, 3e-2), "reg_mf": LogFloat(1e-8, 1e-2),
        "num_factors": Choice((16, 32, 64, 128)), "num_neg": Choice((2, 4, 8))}  # fmt: skip
 SPACES = {
@@ -53,11 +55,11 @@ SPACES = {
     },  # fmt: skip
     "ease": {"ease_lambda": LogFloat(1.0, 1e5)},
     "ials": {"ials_alpha0": LogFloat(1e-3, 10.0), "ials_reg": LogFloat(1e-4, 1.0)},
-    "gmf": _NCF | {"reg_mf": LogFloat(1e-8, 1e-2)},
+    "gmf": _NCF | {"num_factors": Choice((8, 16, 32, 64)), "reg_mf": LogFloat(1e-8, 1e-2)},
     "mlp": _NCF | {"reg_layers": LogFloat(1e-8, 1e-2)},
     "neumf": _NCF | {"reg_mf": LogFloat(1e-8, 1e-2), "reg_layers": LogFloat(1e-8, 1e-2)},
     "mf": _MF,
-    "mf_bpr": _MF,
+    "mf_bpr": {k: v for k, v in _MF.items() if k != "num_neg"},  # BPR: one negative a positive
 }
 # The parameter a batch of trials varies inside one run (vmapped replicas, one program).
 SHARED = {**dict.fromkeys(("gmf", "mlp", "neumf", "mf", "mf_bpr"), "learning_rate"),
@@ -177,3 +179,23 @@ def summary(study: optuna.Study, space: dict, seconds: float) -> dict:
             for t in done
         ],  # fmt: skip
     }
+
+
+def describe(distribution) -> str:
+    """A distribution in words, as docs/comparison.md's table states it."""
+    if isinstance(distribution, Choice):
+        return "one of " + ", ".join(map(str, distribution.choices))
+    kind = "log-uniform" if distribution.log else "uniform"
+    kind = ("integer, " if isinstance(distribution, IntDistribution) else "") + kind
+    return f"{kind} [{distribution.low:g}, {distribution.high:g}]"
+
+
+def space_table() -> list[str]:
+    """docs/comparison.md's search-space table, one markdown line per model."""
+    lines = ["| model | searched (shared in a batch: *italic*) |", "|---|---|"]
+    for model, space in SPACES.items():
+        shared = SHARED.get(model)
+        cells = "; ".join(f"{f'*{k}*' if k == shared else k}: {describe(d)}"
+                          for k, d in space.items())  # fmt: skip
+        lines.append(f"| {model} | {cells or 'nothing (no hyperparameter)'} |")
+    return lines

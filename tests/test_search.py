@@ -2,6 +2,7 @@
 after a kill without re-running a finished trial, the chosen point and its edge flags."""
 
 import math
+import pathlib
 
 import optuna
 import pytest
@@ -105,3 +106,10 @@ def test_every_model_declares_a_space_and_puresvd_is_clipped_to_the_data():
     assert set(search.SPACES) == set(compare.CLASSIC + compare.NEURAL)
     assert set(search.SHARED) <= set(search.SPACES)
     assert search.space_for("puresvd", 40, 30)["svd_factors"].high == 29
+
+
+def test_the_docs_state_every_models_space_as_the_code_does():
+    docs = pathlib.Path(__file__).parents[1] / "docs" / "comparison.md"
+    text = docs.read_text()
+    missing = [line for line in search.space_table() if line not in text]
+    assert not missing, f"docs/comparison.md lacks (paste search.space_table()): {missing}"
