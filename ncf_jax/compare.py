@@ -189,12 +189,15 @@ def trial_evaluator(model, protocol, suite, home: pathlib.Path, run) -> search.E
 def run_search(model, protocol, suite, root: pathlib.Path, run, space: dict) -> dict:
     """The model's search under `protocol` (resumed from WORKDIR/search.db): its summary."""
     study = search.open_study(root / "search.db", f"{model}/{protocol}", suite.seed)
-    start = time.perf_counter()
+    finished = lambda: len(study.get_trials(deepcopy=False, states=search.FINISHED))
+    start, before = time.perf_counter(), finished()
     evaluate = trial_evaluator(model, protocol, suite, root / model / protocol, run)
     search.run_search(study, space, evaluate, trials=suite.trials, per_run=suite.trials_per_run,
                       shared=search.SHARED.get(model), seed=suite.seed)  # fmt: skip
-    seconds = study.user_attrs.get("wall_seconds", 0.0) + time.perf_counter() - start
-    study.set_user_attr("wall_seconds", seconds)  # across resumed sessions
+    seconds = study.user_attrs.get("wall_seconds", 0.0)
+    if finished() > before or not seconds:  # summed over the sessions that ran trials
+        seconds += time.perf_counter() - start
+        study.set_user_attr("wall_seconds", seconds)
     return search.summary(study, space, seconds)
 
 

@@ -45,6 +45,9 @@ def sampled(score_fn, params, data: InteractionData, *, k: int, ties: str) -> di
 def full(score_all_fn, params, data: InteractionData, *, k: int) -> dict:
     """{"recall@k", "ndcg@k", "hr@k"}: [n_test] float arrays, one value per test pair (its user
     ranking the whole catalogue, training items excluded)."""
+    if len(np.unique(data.test_users)) != len(data.test_users):
+        raise ValueError("per-user full-ranking values need one held-out item per user "
+                         "(leave-one-out); this split holds several for some users")  # fmt: skip
     indptr, indices = data.train_csr()
     out = {"recall": [], "ndcg": [], "hr": []}
     for start in range(0, len(data.test_users), CHUNK):

@@ -64,6 +64,7 @@ SPACES = {
 # The parameter a batch of trials varies inside one run (vmapped replicas, one program).
 SHARED = {**dict.fromkeys(("gmf", "mlp", "neumf", "mf", "mf_bpr"), "learning_rate"),
           "ease": "ease_lambda"}  # fmt: skip
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL)  # what counts towards the budget
 EDGE = 0.05  # a chosen value within 5 % of its range's end (log scale where log) is flagged
 
 
@@ -146,7 +147,7 @@ def run_search(study: optuna.Study, space: dict, evaluate: Evaluate, *, trials: 
     per_run = per_run if shared in space else 1
     while True:
         stored = study.get_trials(deepcopy=False)
-        done = sum(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in stored)
+        done = sum(t.state in FINISHED for t in stored)
         if done >= trials:
             return study
         index = 1 + max((t.user_attrs.get("batch", -1) for t in stored), default=-1)
