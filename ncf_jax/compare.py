@@ -2,15 +2,16 @@
 GMF, MLP, NeuMF and MF, under both ranking protocols, as in Ferrari Dacrema et al. (TOIS 2021,
 "A troubling analysis of reproducibility and progress in recommender systems research").
 
-For each (model, protocol), in WORKDIR/<model>/<protocol>/:
+For each model, in WORKDIR/<model>/:
   1. search: `--trials` trials of the model's space (`ncf_jax.search.SPACES`), the same number
      for every model, each fitted on the training data less a validation item per user and
-     scored by its validation HR@10 under that protocol (its epoch picked on validation too);
-     Optuna's study is WORKDIR/search.db. Trials that differ only in the model's shared
+     scored by its validation HR@10 under `--search_protocol` (its epoch picked on validation
+     too); Optuna's study is WORKDIR/search.db. Trials that differ only in the model's shared
      parameter train together as vmapped replicas (search/trials_<first>-<last>/).
   2. refit: the chosen point fitted on training + validation (no validation item held out) for
      the chosen trial's epoch count, every seed (final/); its last epoch is the reported one.
-  3. per-user test metrics of every seed, WORKDIR/per_user/<model>_<protocol>.npz.
+  3. the refitted model tested under both protocols, each user's metrics of every seed saved
+     to WORKDIR/per_user/<model>_<protocol>.npz: one row per (model, protocol).
 With `--trials=0` (or an empty space: TopPop) the model runs at its defaults.
 `ncf_jax.compare_report` turns the rows and per-user arrays into compare.json, .md and .png.
 A run whose results.json holds all its epochs is read back, not run again, and the search
@@ -79,6 +80,9 @@ class CompareConfig:
                                  "with a shared parameter: learning rate, EASE^R's lambda).",
                                  **at_least(1))  # fmt: skip
     seed: int = option(0, "Seed of the search's sampler and of the bootstrap.")
+    search_protocol: str = option("sampled", "The protocol of the search's validation HR@10 "
+                                  "(full: its evaluations cost 5-10 times more).",
+                                  choices=PROTOCOLS)  # fmt: skip
 
     def __post_init__(self):
         unknown = sorted(set(self.models) - set(CLASSIC + NEURAL))
@@ -191,7 +195,7 @@ def run_search(model, protocol, suite, root: pathlib.Path, run, space: dict) -> 
     study = search.open_study(root / "search.db", f"{model}/{protocol}", suite.seed)
     finished = lambda: len(study.get_trials(deepcopy=False, states=search.FINISHED))
     start, before = time.perf_counter(), finished()
-    evaluate = trial_evaluator(model, protocol, suite, root / model / protocol, run)
+    evaluate = trial_evaluator(model, protocol, suite, root / model, run)
     search.run_search(study, space, evaluate, trials=suite.trials, per_run=suite.trials_per_run,
                       shared=search.SHARED.get(model), seed=suite.seed)  # fmt: skip
     seconds = study.user_attrs.get("wall_seconds", 0.0)
@@ -201,11 +205,25 @@ def run_search(model, protocol, suite, root: pathlib.Path, run, space: dict) -> 
     return search.summary(study, space, seconds)
 
 
-# ------------------------------------------------------------------------------ one row
-def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run) -> dict:
-    """One (model, protocol) row: the search, the refit on train + validation with every seed,
-    its per-user test metrics saved to WORKDIR/per_user/."""
-    home = root / model / protocol
+# ------------------------------------------------------------------------------ one model
+def _row(model, protocol, root, run_info: dict, values: dict, data) -> dict:
+    """One (model, protocol) row; its per-user values saved to WORKDIR/per_user/."""
+    path = root / "per_user" / f"{model}_{protocol}.npz"
+    path.parent.mkdir(exist_ok=True)
+    seeds = run_info["seeds"]
+    np.savez_compressed(path, users=data.user_ids[data.test_users], seeds=np.array(seeds),
+                        **values)  # fmt: skip
+    per_seed = {m: values[m].mean(axis=1) for m in METRICS[protocol]}
+    metrics = {m: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+               for m, v in per_seed.items()}  # fmt: skip
+    return {"model": model, "protocol": protocol, **run_info, "metrics": metrics,
+            "per_user": str(path.relative_to(root))}  # fmt: skip
+
+
+def run_model(model, suite: CompareConfig, root: pathlib.Path, run) -> list[dict]:
+    """One model's rows, one per protocol: its search (under `suite.search_protocol`), the
+    refit on training + validation with every seed, tested per user under both protocols."""
+    home, protocol = root / model, suite.search_protocol
     plain = options_of(model, protocol, suite, {}, seeds=1, validation=False, epochs=1)
     data = run.data(model, plain)[2]
     space = search.space_for(model, data.num_users, data.num_items)
@@ -217,19 +235,12 @@ def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run) -> d
                          epochs=epochs)  # fmt: skip
     results = run(model, options, home / "final")
     seeds = results["seed"] if isinstance(results["seed"], list) else [results["seed"]]
-    values = per_user.of_run(home / "final", data, len(seeds))
-    path = root / "per_user" / f"{model}_{protocol}.npz"
-    path.parent.mkdir(exist_ok=True)
-    np.savez_compressed(path, users=data.user_ids[data.test_users], seeds=np.array(seeds),
-                        **values)  # fmt: skip
-    per_seed = {m: values[m].mean(axis=1) for m in METRICS[protocol]}
-    metrics = {m: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
-               for m, v in per_seed.items()}  # fmt: skip
     evals = float(np.mean([h["eval_seconds"] for h in results["history"]]))
-    return {"model": model, "protocol": protocol, "settings": options, "seeds": seeds,
-            "epochs": epochs, "workdir": str(home / "final"), "metrics": metrics,
-            "per_user": str(path.relative_to(root)), "fit_seconds": fit_seconds(results),
-            "eval_seconds": round(evals, 3), "search": searched}  # fmt: skip
+    info = {"settings": options, "seeds": seeds, "epochs": epochs, "workdir": str(home / "final"),
+            "fit_seconds": fit_seconds(results), "eval_seconds": round(evals, 3),
+            "search": searched}  # fmt: skip
+    values = per_user.of_run(home / "final", data, len(seeds), PROTOCOLS)
+    return [_row(model, p, root, info, values[p], data) for p in PROTOCOLS]
 
 
 def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None) -> dict:
@@ -241,7 +252,6 @@ def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None) -> dic
     run = Runner()
     rows = []
     for model in suite.models:
-        for protocol in PROTOCOLS:
-            rows.append(run_row(model, protocol, suite, root, run))
-            report = compare_report.write(rows, suite, root, head or {})  # a crash keeps a report
+        rows += run_model(model, suite, root, run)
+        report = compare_report.write(rows, suite, root, head or {})  # a crash keeps a report
     return report | {"ran": run.ran}

@@ -73,20 +73,22 @@ def _score_fns(model_config: dict, data: InteractionData):
     return score_fn, score_all_fn, prepare or (lambda params: params)
 
 
-def of_run(workdir, data: InteractionData, replicas: int) -> dict:
-    """{metric: [replicas, n_test]} of WORKDIR's last epoch (its latest checkpoint), under the
-    run's own protocol, k and tie policy (from its results.json config)."""
+def of_run(workdir, data: InteractionData, replicas: int, protocols=("sampled", "full")) -> dict:
+    """{protocol: {metric: [replicas, n_test]}} of WORKDIR's last epoch (its latest checkpoint)
+    under each of `protocols`, with the run's own k and tie policy (from its results.json)."""
     state, meta = checkpoint.restore(pathlib.Path(workdir) / "checkpoints" / "latest")
     config = meta["results"]["config"]
     score_fn, score_all_fn, prepare = _score_fns(config["model"], data)
-    k, protocol = config["eval"]["top_k"], config["eval"]["protocol"]
-    per_replica = []
+    k, ties = config["eval"]["top_k"], config["eval"]["ties"]
+    out = {protocol: [] for protocol in protocols}
     for r in range(replicas):
         params = state["params"] if replicas == 1 else jax.tree.map(lambda x, r=r: x[r],
                                                                     state["params"])  # fmt: skip
         params = prepare(jax.tree.map(jnp.asarray, params))
-        if protocol == "sampled":
-            per_replica.append(sampled(score_fn, params, data, k=k, ties=config["eval"]["ties"]))
-        else:
-            per_replica.append(full(score_all_fn, params, data, k=k))
-    return {name: np.stack([p[name] for p in per_replica]) for name in per_replica[0]}
+        for protocol in protocols:
+            out[protocol].append(
+                sampled(score_fn, params, data, k=k, ties=ties) if protocol == "sampled"
+                else full(score_all_fn, params, data, k=k)
+            )  # fmt: skip
+    return {p: {m: np.stack([v[m] for v in values]) for m in values[0]}
+            for p, values in out.items()}  # fmt: skip

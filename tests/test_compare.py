@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ncf_jax import baselines, compare, compare_report, recommend, xla
+from ncf_jax import baselines, checkpoint, compare, compare_report, evaluate, recommend, xla
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import UsageError
-from ncf_jax.tasks import classic, configs_from_options, train_and_evaluate
+from ncf_jax.models import create_model, scoring
+from ncf_jax.tasks import classic, configs_from_options, ncf, train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -138,27 +140,50 @@ def _arrays(workdir, row):
         return {k: saved[k] for k in saved.files}
 
 
+def _evaluator_metrics(run_dir, replica: int, replicas: int, protocol: str) -> dict:
+    """The evaluators' own test metrics of a saved run's last epoch under `protocol`."""
+    state, meta = checkpoint.restore(pathlib.Path(run_dir) / "checkpoints" / "latest")
+    config = meta["results"]["config"]
+    configs = configs_from_options(
+        ncf, {"dataset": "ncf:tiny", "data_dir": config["data"]["data_dir"]}
+    )
+    data = ncf.load_data(configs)
+    params = (
+        state["params"] if replicas == 1 else jax.tree.map(lambda x: x[replica], state["params"])
+    )
+    model = create_model(config["model"], data.num_users, data.num_items)
+    fns = scoring.score_fns(model, data.num_items)
+    eval_config = EvalConfig(top_k=10, protocol=protocol)
+    run = evaluate.make_ranking_evaluators(*fns, data, eval_config)["test"]
+    return {k: float(v) for k, v in run(jax.tree.map(jnp.asarray, params), None).items()}
+
+
 def test_compare_searches_refits_and_saves_per_user_metrics(suite_run, folder):
     workdir, report = suite_run
     rows = {(r["model"], r["protocol"]): r for r in report["rows"]}
     assert set(rows) == {(m, p) for m in ("toppop", "ease", "neumf") for p in compare.PROTOCOLS}
     assert rows["toppop", "sampled"]["search"] is None  # nothing to search
+    s = rows["neumf", "sampled"]["search"]
+    assert s == rows["neumf", "full"]["search"]  # one search, one refit, tested both ways
+    assert s["trials"] == 2 and len({t["workdir"] for t in s["tried"]}) == 1  # one run
+    final = json.loads(
+        pathlib.Path(rows["neumf", "sampled"]["workdir"], "results.json").read_text()
+    )
+    config = final["config"]
+    assert config["data"]["validation"] is False  # refitted on training + validation
+    assert config["train"]["epochs"] == s["chosen_epoch"] == rows["neumf", "full"]["epochs"]
+    assert config["train"]["learning_rate"] == s["chosen"]["learning_rate"]
     for protocol in compare.PROTOCOLS:
-        searched = rows["neumf", protocol]
-        s = searched["search"]
-        assert s["trials"] == 2 and len({t["workdir"] for t in s["tried"]}) == 1  # one run
-        final = json.loads(pathlib.Path(searched["workdir"], "results.json").read_text())
-        config = final["config"]
-        assert config["data"]["validation"] is False  # refitted on training + validation
-        assert config["train"]["epochs"] == s["chosen_epoch"] == searched["epochs"]
-        assert config["train"]["learning_rate"] == s["chosen"]["learning_rate"]
-        values = _arrays(workdir, searched)
-        assert values["seeds"].tolist() == [0, 1] and values["hr@10"].shape == (2, 40)
-        # Each seed's per-user values average to its last epoch's test metrics.
+        values = _arrays(workdir, rows["neumf", protocol])
+        assert values["seeds"].tolist() == [0, 1] and values["ndcg@10"].shape == (2, 40)
+        # Each seed's per-user values average to that seed's metrics: the run's own last epoch
+        # (sampled, the search's protocol) and the full-ranking evaluator on its checkpoint.
         for seed, replica in enumerate(final["seeds"]):
+            want = replica["history"][-1]
+            if protocol == "full":
+                want = _evaluator_metrics(rows["neumf", protocol]["workdir"], seed, 2, "full")
             for metric in compare.METRICS[protocol]:
-                want = replica["history"][-1][metric]
-                assert values[metric][seed].mean() == pytest.approx(want, abs=1e-6)
+                assert values[metric][seed].mean() == pytest.approx(want[metric], abs=1e-6)
     suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder),
                                   models=("toppop", "ease", "neumf"), trials=2,
                                   trials_per_run=2, epochs=2, num_seeds=2)  # fmt: skip
@@ -206,9 +231,9 @@ def test_a_batch_of_vmapped_trials_scores_as_the_trials_one_by_one(folder, tmp_p
     trials = [types.SimpleNamespace(number=n, params=point | {"learning_rate": rate})
               for n, rate in enumerate((0.002, 0.05))]  # fmt: skip
     run = compare.Runner()
-    evaluate = lambda home, batch: compare.trial_evaluator("mf", "sampled", suite, home, run)(batch)
-    together = evaluate(tmp_path / "together", trials)
-    alone = [evaluate(tmp_path / f"alone{t.number}", [t])[0] for t in trials]
+    score = lambda home, batch: compare.trial_evaluator("mf", "sampled", suite, home, run)(batch)
+    together = score(tmp_path / "together", trials)
+    alone = [score(tmp_path / f"alone{t.number}", [t])[0] for t in trials]
     assert len(set(together[0].attrs["workdir"] for _ in together)) == 1
     assert together[0].value != together[1].value  # the rates differ, so the scores do
     for got, want in zip(together, alone, strict=True):
