@@ -78,11 +78,11 @@ def main_table(rows: list[dict], stat: dict, paper: dict) -> list[dict]:
         ranks = stat.get("agreement", {}).get("hr@10 / recall@10", {}).get("ranks", {})
         if model in ranks:
             line["rank (s / f)"] = " / ".join(map(str, ranks[model]))
-        mine = [r for r in rows if r["model"] == model]
-        searched = [r["search"] for r in mine if r["search"]]
-        line["trials"] = " / ".join(str(s["trials"]) for s in searched) or "0"
-        line["search s"] = " / ".join(f"{s['wall_seconds']:.0f}" for s in searched)
-        line["fit s"] = " / ".join(f"{r['fit_seconds']:.1f}" for r in mine)
+        first = next(r for r in rows if r["model"] == model)  # its rows share a search, a fit
+        searched = first["search"]
+        line["trials"] = searched["trials"] if searched else 0
+        line["search s"] = f"{searched['wall_seconds']:.0f}" if searched else ""
+        line["fit s"] = f"{first['fit_seconds']:.1f}"
         if paper:
             figures = paper.get(model)
             line["paper HR@10 / NDCG@10"] = (
@@ -117,15 +117,15 @@ def tests_table(result: dict) -> list[dict]:
 
 
 def search_table(rows: list[dict]) -> list[dict]:
-    """One line per searched (model, protocol): trials, seconds, the chosen point, its edges."""
+    """One line per searched model: trials, seconds, the chosen point, its edges."""
     lines = []
-    for r in rows:
+    for r in {r["model"]: r for r in rows}.values():
         s = r["search"]
         if not s:
             continue
         point = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in s["chosen"].items())  # fmt: skip
-        lines.append({"model": r["model"], "protocol": r["protocol"], "trials": s["trials"],
+        lines.append({"model": r["model"], "trials": s["trials"],
                       "failed": s["failed"], "search s": f"{s['wall_seconds']:.1f}",
                       "valid HR@10": f"{s['chosen_value']:.4f}", "chosen": point,
                       "epochs": r["epochs"], "at the edge": ", ".join(s["at_edge"])})  # fmt: skip
@@ -164,8 +164,9 @@ def plot(stat: dict, path: pathlib.Path, title: str) -> None:
 def _markdown(rows: list[dict], suite, stat: dict, paper: dict, published_source: str) -> str:
     seeds = f"{suite.num_seeds} seed(s) for iALS and the trained models; the others deterministic"
     budget = (
-        f"{suite.trials} search trials a model and protocol (TPE, seed {suite.seed}), the "
-        "chosen point refitted on training + validation"
+        f"{suite.trials} search trials a model (TPE, seed {suite.seed}; validation HR@10 under "
+        f"the {suite.search_protocol} protocol), the chosen point refitted on training + "
+        "validation and tested under both protocols"
         if suite.trials
         else "defaults"
     )
@@ -173,7 +174,8 @@ def _markdown(rows: list[dict], suite, stat: dict, paper: dict, published_source
              "Cells: mean over test users (each user's value averaged over seeds) [95 % bootstrap "
              f"interval]; **bold**: tied for best (Holm-corrected paired t-test against the best "
              f"model, p >= {stats.ALPHA}). rank (s / f): rank by HR@10 sampled / Recall@10 full. "
-             "search s, fit s: sampled / full.\n"]  # fmt: skip
+             "search s: the search's wall seconds; fit s: the refit's training "
+             "seconds.\n"]  # fmt: skip
     lines = main_table(rows, stat, paper)
     columns = list(dict.fromkeys(k for line in lines for k in line))
     parts.append(reporting.markdown_table(lines, columns))
