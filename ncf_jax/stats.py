@@ -82,8 +82,8 @@ def compare_models(per_user: dict, *, reference: str | None, seed: int) -> dict:
     best = max(models, key=lambda m: means[m])  # the first listed wins a tie
     reference = reference if reference in per_user else None
     pairs = [(m, best) for m in models if m != best]
-    pairs += [(m, reference) for m in models
-              if reference and m not in (reference, best)]  # fmt: skip
+    if reference != best:  # else the tests against the best are those against the reference
+        pairs += [(m, reference) for m in models if reference and m not in (reference, best)]
     tests = {pair: paired(per_user[pair[0]], per_user[pair[1]]) for pair in pairs}
     for kind in ("p_t", "p_wilcoxon"):
         adjusted = correct([tests[p][kind] for p in pairs])

@@ -82,6 +82,13 @@ def test_the_tests_and_intervals_are_scipys_and_statsmodels():
     np.testing.assert_allclose(got, holm, rtol=1e-12)  # Holm by hand on scipy's p-values
     assert models["a"]["vs_reference"]["diff"] == pytest.approx((a - n).mean())
     assert models["a"]["vs_reference"]["p_t_holm"] == models["neumf"]["vs_best"]["p_t_holm"]
+    # NeuMF the best: one family of two tests (against it), not each test twice.
+    alone = stats.compare_models({"b": b, "x": n, "neumf": a}, reference="neumf", seed=4)
+    assert alone["best"] == "neumf"
+    p_b, p_x = (scipy.stats.ttest_rel(v, a).pvalue for v in (b, n))
+    want = min(1, 2 * p_b) if p_b <= p_x else max(min(1, 2 * p_x), p_b)
+    assert alone["models"]["b"]["vs_best"]["p_t_holm"] == pytest.approx(want, rel=1e-12)
+    assert alone["models"]["b"]["vs_reference"] == alone["models"]["b"]["vs_best"]
     boot = scipy.stats.bootstrap((b,), np.mean, rng=np.random.default_rng(4 + 1),
                                  n_resamples=stats.RESAMPLES, method="percentile")  # fmt: skip
     ci = boot.confidence_interval
