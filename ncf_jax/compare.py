@@ -56,7 +56,7 @@ NCF_DEFAULTS = {"num_factors": 8, "layers": "64,32,16,8", "num_neg": 4, "batch_s
                 "learner": "adam", "learning_rate": 0.001}  # fmt: skip
 # Epochs of each trained model, in the search (the chosen trial's best epoch is refitted) and
 # at the defaults; --epochs overrides them all.
-EPOCHS = {"gmf": 20, "mlp": 10, "neumf": 10, "mf": 20, "mf_bpr": 20}
+EPOCHS = {"gmf": 15, "mlp": 10, "neumf": 10, "mf": 15, "mf_bpr": 15}
 # The one-run flag of each shared parameter: a batch's values as vmapped replicas.
 TOGETHER = {"learning_rate": "learning_rates", "ease_lambda": "ease_lambdas"}
 

@@ -37,7 +37,7 @@ LogInt = lambda low, high: IntDistribution(low, high, log=True)
 _KNN = {"knn_k": LogInt(5, 1000), "knn_shrink": FloatDistribution(0.0, 1000.0)}
 _NCF = {"learning_rate": LogFloat(1e-4, 1e-2), "num_factors": Choice((8, 16))}
 _MF = {"learning_rate": LogFloat(1e-4, 3e-2), "reg_mf": LogFloat(1e-8, 1e-2),
-       "num_factors": Choice((16, 32, 64, 128)), "num_neg": Choice((2, 4, 8))}  # fmt: skip
+       "num_factors": Choice((16, 32, 64)), "num_neg": Choice((2, 4, 8))}  # fmt: skip
 SPACES = {
     "toppop": {},
     "itemknn": _KNN,
