@@ -1,13 +1,17 @@
-"""Classic baselines beside GMF, MLP and NeuMF, under the sampled (1 + 99) and full-catalogue
-protocols (Ferrari Dacrema et al. 2021). Writes WORKDIR/compare.json, compare.md, compare.png;
-a rerun skips every run that finished. Example:
+"""Classic baselines beside GMF, MLP, NeuMF and MF, under the sampled (1 + 99) and
+full-catalogue protocols (Ferrari Dacrema et al. 2021), every model searched with the same
+number of trials, refitted on training + validation, tested per user (docs/comparison.md).
+Writes WORKDIR/compare.json, compare.md, compare.png and per_user/; a rerun resumes. Example:
 
   python -m experiments.compare --dataset=ncf:ml-100k --data_dir=../shared/data/ncf \
-      --workdir=runs/compare --models=ease,ials,itemknn,neumf --num_seeds=3 --tune
+      --workdir=runs/compare --num_seeds=3 --trials=20
 """
 
+import os
 import pathlib
+import platform
 import subprocess
+import sys
 
 from ncf_jax import compare, entry, flags
 
@@ -23,12 +27,24 @@ def git_rev() -> str:
         return "unknown"
 
 
+def machine() -> str:
+    """The CPU's model name (Linux) or architecture, and its core count."""
+    name = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise flags.UsageError(f"unexpected arguments: {argv[1:]}")
     suite = flags.configs_from_flags({"compare": compare.CompareConfig})["compare"]
     workdir = flags.workdir_from_flags()
-    head = {"flags": flags.flag_values(), "git_rev": git_rev()}
+    head = {"command": " ".join(["python -m experiments.compare", *sys.argv[1:]]),
+            "flags": flags.flag_values(), "git_rev": git_rev(), "machine": machine()}  # fmt: skip
     result = compare.run_suite(suite, workdir, head=head)
     print(pathlib.Path(workdir, "compare.md").read_text())
     print(f"trained {len(result['ran'])} run(s) this time -> {workdir}")

@@ -1,38 +1,40 @@
 """Stage: results. The baseline comparison: every classic model of `ncf_jax.baselines` beside
-GMF, MLP and NeuMF, under both ranking protocols, as in Ferrari Dacrema et al. (TOIS 2021,
+GMF, MLP, NeuMF and MF, under both ranking protocols, as in Ferrari Dacrema et al. (TOIS 2021,
 "A troubling analysis of reproducibility and progress in recommender systems research").
 
-`run_suite` runs each (model, protocol) through its task (`ncf_jax.tasks.classic` or
-`ncf_jax.tasks.ncf`) in WORKDIR/<model>/<protocol>/ and writes WORKDIR/compare.json (every row,
-with its settings, mean and std over seeds, seconds and every tried point), compare.md (one row
-per model) and compare.png. A run whose results.json holds all its epochs is read back, not
-run again, so an interrupted suite resumes where it stopped.
+For each model, in WORKDIR/<model>/:
+  1. search: `--trials` trials of the model's space (`ncf_jax.search.SPACES`), the same number
+     for every model, each fitted on the training data less a validation item per user and
+     scored by its validation HR@10 under `--search_protocol` (its epoch picked on validation
+     too); Optuna's study is WORKDIR/search.db. Trials that differ only in the model's shared
+     parameter train together as vmapped replicas (search/trials_<first>-<last>/).
+  2. refit: the chosen point fitted on training + validation (no validation item held out) for
+     the chosen trial's epoch count, every seed (final/); its last epoch is the reported one.
+  3. the refitted model tested under both protocols, each user's metrics of every seed saved
+     to WORKDIR/per_user/<model>_<protocol>.npz: one row per (model, protocol).
+With `--trials=0` (or an empty space: TopPop) the model runs at its defaults.
+`ncf_jax.compare_report` turns the rows and per-user arrays into compare.json, .md and .png.
+A run whose results.json holds all its epochs is read back, not run again, and the search
+resumes trial by trial, so an interrupted suite resumes where it stopped.
 
 Protocols: "sampled" ranks the held-out item against its 99 sampled negatives (HR@10,
 NDCG@10); "full" ranks the whole catalogue with the user's training items excluded
 (Recall@10, NDCG@10; with one held-out item per user Recall@10 equals HR@10).
-
-Tuning (`tune=True`): each model's grid (`GRIDS`) is searched on a validation item held out of
-training (DataConfig validation=True, epochs picked on it too); the point with the best
-validation HR@10 is chosen and only its test metrics are reported (it is not refitted on
-train + validation). Without tuning every model runs at its defaults. The points of an NCF
-model that differ only in learning rate train together, one vmapped replica each
-(`--learning_rates`), and EASE^R's lambdas fit from one factorisation (`--ease_lambdas`); each
-tried entry then records its share of that run's fit seconds (`GROUPED`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import pathlib
+import time
 
 import numpy as np
 
-from ncf_jax import baselines, lock, loop, reporting, xla
+from ncf_jax import baselines, compare_report, lock, loop, per_user, search, xla
 from ncf_jax.config import at_least, option, require, resume_options, strings
 from ncf_jax.data.digest import data_digest
+from ncf_jax.errors import DivergedError
 from ncf_jax.tasks import TASKS, configs_from_options
 from ncf_jax.tasks.classic import epochs_of
 from ncf_jax.tasks.ncf import BPR_OPTIONS
@@ -50,43 +52,39 @@ NEURAL_OPTIONS = {
 }
 NEURAL = tuple(NEURAL_OPTIONS)
 PROTOCOLS = ("sampled", "full")
-METRICS = {"sampled": ("hr@10", "ndcg@10"), "full": ("recall@10", "ndcg@10")}
+METRICS = compare_report.METRICS
 # The NCF authors' settings (experiments/configs/ml100k_{gmf,mlp,neumf}.flags).
 NCF_DEFAULTS = {"num_factors": 8, "layers": "64,32,16,8", "num_neg": 4, "batch_size": 256,
                 "learner": "adam", "learning_rate": 0.001}  # fmt: skip
-# Small search spaces, each inside Dacrema et al.'s ranges (see each baseline's docstring).
-GRIDS = {
-    "toppop": {},
-    "itemknn": {"knn_k": [20, 50, 100, 200], "knn_shrink": [0.0, 10.0, 100.0]},
-    "userknn": {"knn_k": [20, 50, 100, 200], "knn_shrink": [0.0, 10.0, 100.0]},
-    "rp3beta": {"rp3_alpha": [0.5, 1.0], "rp3_beta": [0.2, 0.4, 0.6]},
-    "puresvd": {"svd_factors": [10, 20, 50, 100]},
-    "slim": {"slim_alpha": [0.03, 0.1, 0.3], "slim_l1_ratio": [0.001, 0.01]},
-    "ease": {"ease_lambda": [10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0]},
-    "ials": {"ials_alpha0": [0.1, 0.3, 1.0], "ials_reg": [0.003, 0.01, 0.03]},
-    "mf": {"learning_rate": [0.001, 0.003], "reg_mf": [0.0, 0.001, 0.01]},
-    "mf_bpr": {"learning_rate": [0.001, 0.003, 0.01], "reg_mf": [0.0, 0.001, 0.01]},
-    "gmf": {},
-    "mlp": {},
-    "neumf": {},
-}
-PUBLISHED = pathlib.Path(__file__).with_name("published_baselines.json")
+# Epochs of each trained model, in the search (the chosen trial's best epoch is refitted) and
+# at the defaults; --epochs overrides them all.
+EPOCHS = {"gmf": 15, "mlp": 10, "neumf": 10, "mf": 15, "mf_bpr": 15}
+# The one-run flag of each shared parameter: a batch's values as vmapped replicas.
+TOGETHER = {"learning_rate": "learning_rates", "ease_lambda": "ease_lambdas"}
 
 
 @dataclasses.dataclass(frozen=True)
 class CompareConfig:
-    """What the suite runs: the data, the models, the seeds, the NCF epochs, tuning or not."""
+    """What the suite runs: the data, the models, the seeds, the epochs, the search budget."""
 
     dataset: str = option("ncf:ml-100k", "Dataset (as --dataset of the training scripts).")
     data_dir: str | None = option(None, "Dataset folder (as --data_dir).")
     models: tuple[str, ...] = option(
         CLASSIC + NEURAL, "Comma-separated models to compare.", parse=strings("models")
     )
-    num_seeds: int = option(1, "Seeds of each randomised model (iALS, GMF, MLP, NeuMF).",
-                            **at_least(1))  # fmt: skip
-    epochs: int = option(20, "Epochs of GMF / MLP / NeuMF (the classic models fit in one; "
-                         "iALS sweeps 15 times).", **at_least(1))  # fmt: skip
-    tune: bool = option(False, "Search each model's grid on a validation item (GRIDS).")
+    num_seeds: int = option(1, "Seeds of each randomised model's refit (iALS and the trained "
+                            "models); the search trains one.", **at_least(1))  # fmt: skip
+    epochs: int = option(0, "Epochs of the trained models (0: each model's own, compare.EPOCHS); "
+                         "iALS sweeps 15 times.", **at_least(0))  # fmt: skip
+    trials: int = option(20, "Search trials of every model (ncf_jax.search.SPACES), one number "
+                         "for all; 0: every model at its defaults.", **at_least(0))  # fmt: skip
+    trials_per_run: int = option(4, "Trials a run trains together as vmapped replicas (models "
+                                 "with a shared parameter: learning rate, EASE^R's lambda).",
+                                 **at_least(1))  # fmt: skip
+    seed: int = option(0, "Seed of the search's sampler and of the bootstrap.")
+    search_protocol: str = option("sampled", "The protocol of the search's validation HR@10 "
+                                  "(full: its evaluations cost 5-10 times more).",
+                                  choices=PROTOCOLS)  # fmt: skip
 
     def __post_init__(self):
         unknown = sorted(set(self.models) - set(CLASSIC + NEURAL))
@@ -94,22 +92,40 @@ class CompareConfig:
 
 
 # ------------------------------------------------------------------------------ one run
-def options_of(model: str, protocol: str, suite: CompareConfig, point: dict, seeds: int) -> dict:
-    """{flag: value} of one run of `model` under `protocol` at grid `point`."""
+def epochs_for(model: str, suite: CompareConfig) -> int:
+    """Epochs of `model`'s search trials and default run (iALS: sweeps; closed forms: 1)."""
+    if model in NEURAL:
+        return suite.epochs or EPOCHS[model]
+    return epochs_of(model, 0)
+
+
+def point_options(model: str, point: dict) -> dict:
+    """A search point as options: an MLP tower sized by its factors, as He et al. (WWW 2017)
+    size it (predictive factors f: layers 8f, 4f, 2f, f), one L2 value for every layer."""
+    options = dict(point)
+    if "reg_layers" in options:
+        options["reg_layers"] = (options["reg_layers"],)
+    if model in ("mlp", "neumf") and "num_factors" in options:
+        f = options["num_factors"]
+        options["layers"] = (8 * f, 4 * f, 2 * f, f)
+    return options
+
+
+def options_of(model, protocol, suite, point: dict, *, seeds: int, validation: bool,
+               epochs: int) -> dict:  # fmt: skip
+    """{flag: value} of one run of `model` under `protocol` at options `point`."""
     options = {"dataset": suite.dataset, "eval_protocol": protocol, "top_k": 10}
     options |= NEURAL_OPTIONS.get(model, {"model": model})
     if suite.data_dir is not None:
         options["data_dir"] = suite.data_dir
-    if suite.tune:
+    if validation:
         options |= {"validation": True, "select_epoch": "valid"}
     if model in NEURAL:
-        options = NCF_DEFAULTS | {"epochs": suite.epochs} | options
+        options = NCF_DEFAULTS | options
+    if model in NEURAL or model == "ials":
+        options["epochs"] = epochs
     randomised = model in NEURAL or model == "ials"
     return options | {"num_seeds": seeds if randomised else 1} | point
-
-
-def _epochs(model: str, options: dict) -> int:
-    return options["epochs"] if model in NEURAL else epochs_of(model, options.get("epochs", 0))
 
 
 def is_complete(workdir: pathlib.Path, model: str, options: dict, configs: dict) -> bool:
@@ -120,205 +136,128 @@ def is_complete(workdir: pathlib.Path, model: str, options: dict, configs: dict)
     saved = json.loads(saved.read_text())
     saved.pop(loop.DATA_DIGEST, None)  # the data is not read to check a finished run; resuming is
     same = saved == json.loads(json.dumps(resume_options(configs)))
-    results = json.loads(path.read_text())
-    return same and len(results.get("history", [])) >= _epochs(model, options)
+    epochs = options["epochs"] if model in NEURAL else epochs_of(model, options.get("epochs", 0))
+    return same and len(json.loads(path.read_text()).get("history", [])) >= epochs
 
 
 class Runner:
     """Runs (or reads back) single runs, loading each dataset once."""
 
     def __init__(self):
-        self.data, self.ran = {}, []
+        self.datasets, self.ran = {}, []
 
-    def __call__(self, model: str, options: dict, workdir: pathlib.Path, *, plot=True) -> dict:
+    def data(self, model: str, options: dict):
         task = TASKS["ncf" if model in NEURAL else "classic"]
         configs = configs_from_options(task, options)
+        key = json.dumps(dataclasses.asdict(configs["data"]), sort_keys=True)
+        if key not in self.datasets:
+            self.datasets[key] = task.load_data(configs)
+        return task, configs, self.datasets[key]
+
+    def __call__(self, model: str, options: dict, workdir: pathlib.Path, *, plot=True) -> dict:
+        task, configs, data = self.data(model, options)
         if is_complete(workdir, model, options, configs):
             return json.loads((workdir / "results.json").read_text())
-        key = json.dumps(dataclasses.asdict(configs["data"]), sort_keys=True)
-        if key not in self.data:
-            self.data[key] = task.load_data(configs)
         self.ran.append(str(workdir))
-        data = self.data[key]
         record = loop.with_data_digest(task.build(data, configs), data_digest(data))
         return loop.run(record, workdir, plot=plot)
 
 
-def summarise_run(results: dict, metrics: tuple[str, ...]) -> dict:
-    """{metrics: {name: {mean, std}}, fit_seconds, eval_seconds} of one results.json."""
-    std = results.get("best_std", {})
-    values = {m: {"mean": results["best"][m], "std": std.get(m, 0.0)} for m in metrics}
-    fit = sum(h["train_seconds"] for h in results["history"])
+def fit_seconds(results: dict) -> float:
+    return round(sum(h["train_seconds"] for h in results["history"]), 3)
+
+
+# ------------------------------------------------------------------------------ the search
+def trial_evaluator(model, protocol, suite, home: pathlib.Path, run) -> search.Evaluate:
+    """`evaluate(trials)` of the search: one run for the batch, one Outcome per trial."""
+
+    def evaluate(trials):
+        points = [point_options(model, t.params) for t in trials]
+        point = points[0]
+        if len(trials) > 1:  # the batch shares every value but the shared parameter
+            flag = search.SHARED[model]
+            point = {k: v for k, v in point.items() if k != flag}
+            point[TOGETHER[flag]] = tuple(p[flag] for p in points)
+        workdir = home / "search" / f"trials_{trials[0].number}-{trials[-1].number}"
+        options = options_of(model, protocol, suite, point, seeds=1, validation=True,
+                             epochs=epochs_for(model, suite))  # fmt: skip
+        attrs = {"workdir": str(workdir)}
+        try:
+            results = run(model, options, workdir, plot=False)
+        except DivergedError as error:  # a diverged trial fails; the search goes on
+            return [search.Outcome(None, attrs | {"error": str(error)}) for _ in trials]
+        replicas = results["seeds"] if len(trials) > 1 else [results]
+        attrs["fit_seconds"] = round(fit_seconds(results) / len(trials), 3)
+        return [search.Outcome(max(h["valid_hr@10"] for h in r["history"]),
+                               attrs | {"epoch": r["best_epoch"]})
+                for r in replicas]  # fmt: skip
+
+    return evaluate
+
+
+def run_search(model, protocol, suite, root: pathlib.Path, run, space: dict) -> dict:
+    """The model's search under `protocol` (resumed from WORKDIR/search.db): its summary."""
+    study = search.open_study(root / "search.db", f"{model}/{protocol}", suite.seed)
+    finished = lambda: len(study.get_trials(deepcopy=False, states=search.FINISHED))
+    start, before = time.perf_counter(), finished()
+    evaluate = trial_evaluator(model, protocol, suite, root / model, run)
+    search.run_search(study, space, evaluate, trials=suite.trials, per_run=suite.trials_per_run,
+                      shared=search.SHARED.get(model), seed=suite.seed)  # fmt: skip
+    seconds = study.user_attrs.get("wall_seconds", 0.0)
+    if finished() > before or not seconds:  # summed over the sessions that ran trials
+        seconds += time.perf_counter() - start
+        study.set_user_attr("wall_seconds", seconds)
+    return search.summary(study, space, seconds)
+
+
+# ------------------------------------------------------------------------------ one model
+def _row(model, protocol, root, run_info: dict, values: dict, data) -> dict:
+    """One (model, protocol) row; its per-user values saved to WORKDIR/per_user/."""
+    path = root / "per_user" / f"{model}_{protocol}.npz"
+    path.parent.mkdir(exist_ok=True)
+    seeds = run_info["seeds"]
+    np.savez_compressed(path, users=data.user_ids[data.test_users], seeds=np.array(seeds),
+                        **values)  # fmt: skip
+    per_seed = {m: values[m].mean(axis=1) for m in METRICS[protocol]}
+    metrics = {m: {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+               for m, v in per_seed.items()}  # fmt: skip
+    return {"model": model, "protocol": protocol, **run_info, "metrics": metrics,
+            "per_user": str(path.relative_to(root))}  # fmt: skip
+
+
+def run_model(model, suite: CompareConfig, root: pathlib.Path, run) -> list[dict]:
+    """One model's rows, one per protocol: its search (under `suite.search_protocol`), the
+    refit on training + validation with every seed, tested per user under both protocols."""
+    home, protocol = root / model, suite.search_protocol
+    plain = options_of(model, protocol, suite, {}, seeds=1, validation=False, epochs=1)
+    data = run.data(model, plain)[2]
+    space = search.space_for(model, data.num_users, data.num_items)
+    searched, point, epochs = None, {}, epochs_for(model, suite)
+    if suite.trials and space:
+        searched = run_search(model, protocol, suite, root, run, space)
+        point, epochs = point_options(model, searched["chosen"]), searched["chosen_epoch"]
+    options = options_of(model, protocol, suite, point, seeds=suite.num_seeds, validation=False,
+                         epochs=epochs)  # fmt: skip
+    results = run(model, options, home / "final")
+    seeds = results["seed"] if isinstance(results["seed"], list) else [results["seed"]]
     evals = float(np.mean([h["eval_seconds"] for h in results["history"]]))
-    return {"metrics": values, "fit_seconds": round(fit, 3), "eval_seconds": round(evals, 3)}
+    info = {"settings": options, "seeds": seeds, "epochs": epochs, "workdir": str(home / "final"),
+            "fit_seconds": fit_seconds(results), "eval_seconds": round(evals, 3),
+            "search": searched}  # fmt: skip
+    values = per_user.of_run(home / "final", data, len(seeds), PROTOCOLS)
+    return [_row(model, p, root, info, values[p], data) for p in PROTOCOLS]
 
 
-def validation_score(results: dict) -> float:
-    """The selected epoch's validation HR@10 (mean over replicas)."""
-    return max(h["valid_hr@10"] for h in results["history"])
-
-
-def points(grid: dict) -> list[dict]:
-    """A grid {flag: [values]} as a list of {flag: value}; {} gives [{}] (the defaults)."""
-    names = list(grid)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
-
-
-def _name(point: dict) -> str:
-    text = lambda v: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
-    return "_".join(f"{k}={text(v)}" for k, v in point.items()) or "default"
-
-
-# {model: (grid flag, its one-run flag)}: the grid values a model runs together in one run, one
-# replica each: an NCF model's learning rates (vmapped) and EASE^R's lambdas (one
-# factorisation). iALS's points run one at a time: they share one compiled sweep already, and
-# vmapped as replicas its ml-100k search measured slower on a 2-core CPU (14.2 s / 5.3 s of
-# sweeps against 11.2 s / 4.4 s).
-GROUPED = {
-    **dict.fromkeys(NEURAL, ("learning_rate", "learning_rates")),
-    "ease": ("ease_lambda", "ease_lambdas"),
-}
-
-
-def vmapped_groups(model: str, grid: list[dict]) -> list[list[dict]]:
-    """The grid's points in runs: the points that differ only in the model's GROUPED flag run
-    in one run; others one run a point."""
-    flag = GROUPED.get(model, (None,))[0]
-    if flag is None or not all(flag in p for p in grid):
-        return [[p] for p in grid]
-    groups = {}
-    for p in grid:
-        rest = tuple((k, v) for k, v in p.items() if k != flag)
-        groups.setdefault(rest, []).append(p)
-    return list(groups.values())
-
-
-def search(model, protocol, suite, home: pathlib.Path, run, group: list[dict]) -> list[dict]:
-    """The tried entries of one run of the search (one point, or a group run together)."""
-    point = group[0]
-    if len(group) > 1:
-        flag, together = GROUPED[model]
-        point = {k: v for k, v in point.items() if k != flag}
-        point[together] = tuple(p[flag] for p in group)
-    workdir = home / "tune" / _name(point)
-    results = run(model, options_of(model, protocol, suite, point, 1), workdir, plot=False)
-    fit = summarise_run(results, METRICS[protocol])["fit_seconds"]
-    replicas = results["seeds"] if len(group) > 1 else [results]
-    return [{"settings": p, "valid_hr@10": validation_score(r), "workdir": str(workdir),
-             "fit_seconds": fit / len(group), "replicas_in_run": len(group)}
-            for p, r in zip(group, replicas, strict=True)]  # fmt: skip
-
-
-def run_row(model, protocol, suite: CompareConfig, root: pathlib.Path, run, grid: dict) -> dict:
-    """One (model, protocol) row: its grid searched on validation when tuning (one seed a
-    point), then the chosen point with every seed."""
-    home = root / model / protocol
-    tried, chosen = [], {}
-    grid = points(grid if suite.tune else {})
-    if len(grid) > 1:
-        for group in vmapped_groups(model, grid):
-            tried += search(model, protocol, suite, home, run, group)
-        chosen = max(tried, key=lambda t: t["valid_hr@10"])["settings"]
-    options = options_of(model, protocol, suite, chosen, suite.num_seeds)
-    results = run(model, options, home)
-    return {"model": model, "protocol": protocol, "settings": options,
-            "chosen": chosen, "seeds": results.get("seed"), "workdir": str(home),
-            **summarise_run(results, METRICS[protocol]), "tried": tried}  # fmt: skip
-
-
-# ------------------------------------------------------------------------------ the report
-def published(dataset: str) -> dict:
-    """{model: {"hr@10", "ndcg@10"}} of Ferrari Dacrema et al. for `dataset` ({} if none)."""
-    table = json.loads(PUBLISHED.read_text())
-    return table["datasets"].get(dataset, {})
-
-
-def _cell(metric: dict | None) -> str:
-    return "" if metric is None else f"{metric['mean']:.4f} ± {metric['std']:.4f}"
-
-
-def table_rows(rows: list[dict], dataset: str) -> list[dict]:
-    """One markdown row per model: both protocols' metrics, seconds, published figures."""
-    by = {(r["model"], r["protocol"]): r for r in rows}
-    paper = published(dataset)
-    out = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        sampled, full = by.get((model, "sampled")), by.get((model, "full"))
-        get = lambda row, m: None if row is None else row["metrics"][m]
-        line = {
-            "model": model,
-            "HR@10 (sampled)": _cell(get(sampled, "hr@10")),
-            "NDCG@10 (sampled)": _cell(get(sampled, "ndcg@10")),
-            "Recall@10 (full)": _cell(get(full, "recall@10")),
-            "NDCG@10 (full)": _cell(get(full, "ndcg@10")),
-            "fit s": " / ".join(f"{r['fit_seconds']:.1f}" for r in (sampled, full) if r),
-            "eval s": " / ".join(f"{r['eval_seconds']:.2f}" for r in (sampled, full) if r),
-        }
-        searched = [sum(t["fit_seconds"] for t in r["tried"]) for r in (sampled, full) if r]
-        if any(searched):
-            line["search s"] = " / ".join(f"{s:.1f}" for s in searched)
-        if paper:
-            figures = paper.get(model)
-            line["paper HR@10 / NDCG@10"] = (
-                f"{figures['hr@10']:.4f} / {figures['ndcg@10']:.4f}" if figures else "n/a"
-            )
-        out.append(line)
-    return out
-
-
-def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
-    """Bars of sampled HR@10 and full Recall@10 per model, with std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(models)), 3.6))
-    bars = ((-0.2, "sampled", "hr@10"), (0.2, "full", "recall@10"))
-    for offset, protocol, metric in bars:
-        found = {r["model"]: r["metrics"][metric] for r in rows if r["protocol"] == protocol}
-        x = [i + offset for i, m in enumerate(models) if m in found]
-        means = [found[m]["mean"] for m in models if m in found]
-        stds = [found[m]["std"] for m in models if m in found]
-        ax.bar(x, means, 0.4, yerr=stds, label=f"{metric} ({protocol})")
-    ax.set_xticks(range(len(models)), models, rotation=30)
-    ax.set(title=title, ylabel="@10")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(rows: list[dict], suite: CompareConfig, root: pathlib.Path, head: dict) -> None:
-    """WORKDIR/compare.json, compare.md and compare.png."""
-    (root / "compare.json").write_text(json.dumps({**head, "rows": rows}, indent=1) + "\n")
-    paper = published(suite.dataset)
-    note = (f"\n'paper': {json.loads(PUBLISHED.read_text())['source']} (sampled protocol).\n"
-            if paper else "\nNo published figures for this dataset.\n")  # fmt: skip
-    seeds = f"{suite.num_seeds} seed(s) for iALS and the trained models; others deterministic"
-    how = "tuned on validation" if suite.tune else "defaults"
-    text = (f"# Baselines on {suite.dataset}\n\n{how}; {seeds}.\nfit s: training seconds of the "
-            "reported run (sampled / full; search s: of all tried points); eval s: seconds per "
-            "evaluation, the first one's compilation included.\n\n")  # fmt: skip
-    lines = table_rows(rows, suite.dataset)
-    columns = list(dict.fromkeys(k for line in lines for k in line))  # "search s" may come late
-    (root / "compare.md").write_text(text + reporting.markdown_table(lines, columns) + note)
-    plot(rows, root / "compare.png", f"{suite.dataset}: @10, mean ± std over seeds")
-
-
-def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None, grids=GRIDS) -> dict:
+def run_suite(suite: CompareConfig, workdir, *, head: dict | None = None) -> dict:
     """Every (model, protocol) of `suite` in WORKDIR; returns compare.json's content plus
-    "ran": the run folders trained this time (empty when everything was complete).
-    grids: {model: {flag: [values]}} searched with `suite.tune` (default `GRIDS`)."""
+    "ran": the run folders trained this time (empty when everything was complete)."""
     root = pathlib.Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
-    xla.use_compilation_cache(root / "xla_cache")  # the runs of a grid share their programs
+    xla.use_compilation_cache(root / "xla_cache")  # the runs of a search share their programs
     run = Runner()
     rows = []
     with lock.hold(root):  # one suite per WORKDIR; each run holds its own folder too
         for model in suite.models:
-            for protocol in PROTOCOLS:
-                rows.append(run_row(model, protocol, suite, root, run, grids.get(model, {})))
-                write_report(rows, suite, root, head or {})  # a partial report survives a crash
-    return {**(head or {}), "rows": rows, "ran": run.ran}
+            rows += run_model(model, suite, root, run)
+            report = compare_report.write(rows, suite, root, head or {})  # a crash keeps a report
+    return report | {"ran": run.ran}

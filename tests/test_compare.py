@@ -1,5 +1,6 @@
 """The classic task through the one loop (EASE^R against a NumPy solve, iALS's objective per
-sweep), `recommend` on a saved classic run, and the comparison suite end to end."""
+sweep), `recommend` on a saved classic run, and the comparison suite end to end (search,
+refit, per-user metrics, statistics against scipy on the saved arrays, vmapped trials)."""
 
 import itertools
 import json
@@ -7,16 +8,20 @@ import os
 import pathlib
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
-from ncf_jax import baselines, compare, recommend, xla
+from ncf_jax import baselines, checkpoint, compare, compare_report, evaluate, recommend, xla
+from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import UsageError
-from ncf_jax.tasks import classic, configs_from_options, train_and_evaluate
+from ncf_jax.models import create_model, scoring
+from ncf_jax.tasks import classic, configs_from_options, ncf, train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -116,37 +121,124 @@ def test_deterministic_models_refuse_seeds(folder, tmp_path):
         _run(folder, tmp_path, model="ease", num_seeds=2)
 
 
-def test_compare_end_to_end_then_a_rerun_trains_nothing(folder, tmp_path):
-    workdir = tmp_path / "suite"
+@pytest.fixture(scope="module")
+def suite_run(folder, tmp_path_factory):
+    """experiments.compare on tiny data: TopPop (no space), EASE^R (2 trials in one run) and
+    NeuMF (2 trials as vmapped replicas, refitted with 2 seeds)."""
+    workdir = tmp_path_factory.mktemp("suite")
     command = [sys.executable, "-m", "experiments.compare", "--dataset=ncf:tiny",
-               f"--data_dir={folder}", f"--workdir={workdir}", "--models=toppop,ease"]  # fmt: skip
+               f"--data_dir={folder}", f"--workdir={workdir}", "--models=toppop,ease,neumf",
+               "--trials=2", "--trials_per_run=2", "--epochs=2", "--num_seeds=2"]  # fmt: skip
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads((workdir / "compare.json").read_text())
-    rows = {(r["model"], r["protocol"]) for r in report["rows"]}
-    assert rows == {(m, p) for m in ("toppop", "ease") for p in ("sampled", "full")}
-    assert "recall@10" in report["rows"][1]["metrics"] and (workdir / "compare.png").exists()
-    assert "| ease |" in (workdir / "compare.md").read_text()
+    return workdir, json.loads((workdir / "compare.json").read_text())
+
+
+def _arrays(workdir, row):
+    with np.load(workdir / row["per_user"]) as saved:
+        return {k: saved[k] for k in saved.files}
+
+
+def _evaluator_metrics(run_dir, replica: int, replicas: int, protocol: str) -> dict:
+    """The evaluators' own test metrics of a saved run's last epoch under `protocol`."""
+    state, meta = checkpoint.restore(pathlib.Path(run_dir) / "checkpoints" / "latest")
+    config = meta["results"]["config"]
+    configs = configs_from_options(
+        ncf, {"dataset": "ncf:tiny", "data_dir": config["data"]["data_dir"]}
+    )
+    data = ncf.load_data(configs)
+    params = (
+        state["params"] if replicas == 1 else jax.tree.map(lambda x: x[replica], state["params"])
+    )
+    model = create_model(config["model"], data.num_users, data.num_items)
+    fns = scoring.score_fns(model, data.num_items)
+    eval_config = EvalConfig(top_k=10, protocol=protocol)
+    run = evaluate.make_ranking_evaluators(*fns, data, eval_config)["test"]
+    return {k: float(v) for k, v in run(jax.tree.map(jnp.asarray, params), None).items()}
+
+
+def test_compare_searches_refits_and_saves_per_user_metrics(suite_run, folder):
+    workdir, report = suite_run
+    rows = {(r["model"], r["protocol"]): r for r in report["rows"]}
+    assert set(rows) == {(m, p) for m in ("toppop", "ease", "neumf") for p in compare.PROTOCOLS}
+    assert rows["toppop", "sampled"]["search"] is None  # nothing to search
+    s = rows["neumf", "sampled"]["search"]
+    assert s == rows["neumf", "full"]["search"]  # one search, one refit, tested both ways
+    assert s["trials"] == 2 and len({t["workdir"] for t in s["tried"]}) == 1  # one run
+    final = json.loads(
+        pathlib.Path(rows["neumf", "sampled"]["workdir"], "results.json").read_text()
+    )
+    config = final["config"]
+    assert config["data"]["validation"] is False  # refitted on training + validation
+    assert config["train"]["epochs"] == s["chosen_epoch"] == rows["neumf", "full"]["epochs"]
+    assert config["train"]["learning_rate"] == s["chosen"]["learning_rate"]
+    for protocol in compare.PROTOCOLS:
+        values = _arrays(workdir, rows["neumf", protocol])
+        assert values["seeds"].tolist() == [0, 1] and values["ndcg@10"].shape == (2, 40)
+        # Each seed's per-user values average to that seed's metrics: the run's own last epoch
+        # (sampled, the search's protocol) and the full-ranking evaluator on its checkpoint.
+        for seed, replica in enumerate(final["seeds"]):
+            want = replica["history"][-1]
+            if protocol == "full":
+                want = _evaluator_metrics(rows["neumf", protocol]["workdir"], seed, 2, "full")
+            for metric in compare.METRICS[protocol]:
+                assert values[metric][seed].mean() == pytest.approx(want[metric], abs=1e-6)
     suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder),
-                                  models=("toppop", "ease"))  # fmt: skip
-    assert compare.run_suite(suite, workdir)["ran"] == []  # every run was complete
+                                  models=("toppop", "ease", "neumf"), trials=2,
+                                  trials_per_run=2, epochs=2, num_seeds=2)  # fmt: skip
+    assert compare.run_suite(suite, workdir)["ran"] == []  # every run and trial was complete
+    assert (
+        "| neumf |" in (workdir / "compare.md").read_text() and (workdir / "compare.png").exists()
+    )
 
 
-def test_tuning_records_every_point_and_the_chosen_one(folder, tmp_path):
-    suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("ease",),
-                                  tune=True)  # fmt: skip
-    grids = {"ease": {"ease_lambda": [1.0, 100.0]}}
-    rows = compare.run_suite(suite, tmp_path, grids=grids)["rows"]
-    assert [len(r["tried"]) for r in rows] == [2, 2]
-    for row in rows:
-        best = max(row["tried"], key=lambda t: t["valid_hr@10"])["settings"]
-        assert row["chosen"] == best and row["settings"]["ease_lambda"] == best["ease_lambda"]
-        # Tried points write their results but no history plot; the reported run plots.
-        for tried in row["tried"]:
-            folder = pathlib.Path(tried["workdir"])
-            assert (folder / "results.json").exists() and not (folder / "history.png").exists()
-        assert (pathlib.Path(row["workdir"]) / "history.png").exists()
+def test_the_reported_statistics_are_scipys_on_the_saved_arrays(suite_run):
+    workdir, report = suite_run
+    stat = report["statistics"]
+    for protocol, metric in (("sampled", "hr@10"), ("full", "recall@10")):
+        rows = [r for r in report["rows"] if r["protocol"] == protocol]
+        users = {r["model"]: _arrays(workdir, r)[metric].mean(axis=0) for r in rows}
+        result = stat[protocol][metric]
+        best = max(users, key=lambda m: users[m].mean())
+        assert result["best"] == best
+        for i, (model, values) in enumerate(users.items()):
+            entry = result["models"][model]
+            assert entry["mean"] == pytest.approx(values.mean())
+            boot = scipy.stats.bootstrap((values,), np.mean, rng=np.random.default_rng(i),
+                                         method="percentile", n_resamples=2000)  # fmt: skip
+            ci = boot.confidence_interval
+            assert entry["ci"] == pytest.approx([ci.low, ci.high])
+            if model != best and np.any(values != users[best]):
+                t = scipy.stats.ttest_rel(values, users[best])
+                assert entry["vs_best"]["p_t"] == pytest.approx(t.pvalue)
+                assert entry["vs_best"]["diff_ci"] == pytest.approx(list(t.confidence_interval()))
+                w = scipy.stats.wilcoxon(values, users[best])
+                assert entry["vs_best"]["p_wilcoxon"] == pytest.approx(w.pvalue)
+    for name, (a, b) in compare_report.AGREEMENT.items():
+        means = lambda p, m: [stat[p][m]["models"][x]["mean"] for x in ("toppop", "ease", "neumf")]
+        tau = scipy.stats.kendalltau(means("sampled", a), means("full", b)).statistic
+        assert stat["agreement"][name]["tau"] == pytest.approx(tau)
+
+
+def test_a_batch_of_vmapped_trials_scores_as_the_trials_one_by_one(folder, tmp_path):
+    """Trials that differ only in the learning rate, trained as replicas of one run, get the
+    validation scores and epochs of the same trials run one at a time (the tolerance of the
+    --learning_rates test)."""
+    suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
+                                  epochs=2)  # fmt: skip
+    point = {"num_factors": 8, "reg_mf": 1e-4, "num_neg": 2}
+    trials = [types.SimpleNamespace(number=n, params=point | {"learning_rate": rate})
+              for n, rate in enumerate((0.002, 0.05))]  # fmt: skip
+    run = compare.Runner()
+    score = lambda home, batch: compare.trial_evaluator("mf", "sampled", suite, home, run)(batch)
+    together = score(tmp_path / "together", trials)
+    alone = [score(tmp_path / f"alone{t.number}", [t])[0] for t in trials]
+    assert len(set(together[0].attrs["workdir"] for _ in together)) == 1
+    assert together[0].value != together[1].value  # the rates differ, so the scores do
+    for got, want in zip(together, alone, strict=True):
+        assert got.value == pytest.approx(want.value, rel=1e-4, abs=1e-5)
+        assert got.attrs["epoch"] == want.attrs["epoch"]
 
 
 def test_a_configured_compilation_cache_is_kept(tmp_path):
@@ -157,46 +249,14 @@ def test_a_configured_compilation_cache_is_kept(tmp_path):
 
 
 def test_the_table_puts_published_figures_beside_ours_on_ml_1m():
-    metric = {"mean": 0.5, "std": 0.01}
-    rows = [
-        {"model": m, "protocol": p, "metrics": dict.fromkeys(compare.METRICS[p], metric),
-         "fit_seconds": 1.0, "eval_seconds": 0.1, "tried": []}
-        for m in ("ease", "gmf") for p in compare.PROTOCOLS
-    ]  # fmt: skip
-    ease, gmf = compare.table_rows(rows, "ncf:ml-1m")
-    assert (
-        ease["paper HR@10 / NDCG@10"] == "0.7192 / 0.4494" and gmf["paper HR@10 / NDCG@10"] == "n/a"
-    )
-    assert ease["HR@10 (sampled)"] == "0.5000 ± 0.0100"
-    assert "paper HR@10 / NDCG@10" not in compare.table_rows(rows, "ncf:pinterest-20")[0]
-
-
-def test_an_ncf_models_learning_rates_are_searched_in_one_vmapped_run(folder, tmp_path):
-    grid = compare.points({"learning_rate": [0.001, 0.01], "reg_mf": [0.0, 0.01]})
-    groups = compare.vmapped_groups("mf", grid)
-    assert [[p["learning_rate"] for p in g] for g in groups] == [[0.001, 0.01]] * 2
-    assert [g[0]["reg_mf"] for g in groups] == [0.0, 0.01]
-    assert compare.vmapped_groups("ease", compare.points({"ease_lambda": [1, 2]})) == [
-        [{"ease_lambda": 1}, {"ease_lambda": 2}]
-    ]
-    assert compare.vmapped_groups("itemknn", compare.points({"knn_k": [1, 2]})) == [
-        [{"knn_k": 1}],
-        [{"knn_k": 2}],
-    ]
-    ials = compare.points({"ials_alpha0": [0.1, 1.0], "ials_reg": [0.01, 0.03]})
-    assert compare.vmapped_groups("ials", ials) == [[p] for p in ials]
-    suite = compare.CompareConfig(dataset="ncf:tiny", data_dir=str(folder), models=("mf",),
-                                  epochs=2, tune=True)  # fmt: skip
-    grid = {"learning_rate": [0.001, 0.05]}
-    sampled = compare.run_row("mf", "sampled", suite, tmp_path, compare.Runner(), grid)
-    assert [t["settings"] for t in sampled["tried"]] == [
-        {"learning_rate": 0.001},
-        {"learning_rate": 0.05},
-    ]
-    assert {t["workdir"] for t in sampled["tried"]} == {
-        str(tmp_path / "mf" / "sampled" / "tune" / "learning_rates=0.001,0.05")
-    }
-    runs = json.loads(pathlib.Path(sampled["tried"][0]["workdir"], "results.json").read_text())
-    scores = [max(h["valid_hr@10"] for h in r["history"]) for r in runs["seeds"]]
-    assert [t["valid_hr@10"] for t in sampled["tried"]] == scores
-    assert sampled["settings"]["learning_rate"] == sampled["chosen"]["learning_rate"]
+    entry = {"mean": 0.5, "ci": [0.45, 0.55], "tied_for_best": True}
+    stat = {p: {m: {"models": {"ease": entry, "gmf": entry | {"tied_for_best": False}}}
+                for m in compare.METRICS[p]} for p in compare.PROTOCOLS}  # fmt: skip
+    rows = [{"model": m, "protocol": p, "fit_seconds": 1.0, "search": None}
+            for m in ("ease", "gmf") for p in compare.PROTOCOLS]  # fmt: skip
+    ease, gmf = compare_report.main_table(rows, stat, compare_report.published("ncf:ml-1m"))
+    assert ease["paper HR@10 / NDCG@10"] == "0.7192 / 0.4494"
+    assert gmf["paper HR@10 / NDCG@10"] == "n/a"
+    assert ease["HR@10 (sampled)"] == "**0.5000 [0.4500, 0.5500]**"
+    assert gmf["HR@10 (sampled)"] == "0.5000 [0.4500, 0.5500]"
+    assert compare_report.published("ncf:pinterest-20") == {}
