@@ -84,13 +84,13 @@ def require_validation_for(select_epoch: str, has_validation: bool) -> None:
     )
 
 
-ROW_SPARSE_LEARNERS = ("adam", "sgd")  # the learners row-sparse tables support (`ncf_jax.train`)
+ROW_SPARSE_LEARNERS = ("adam", "sgd")  # the learners `ncf_jax.row_sparse` updates tables by
 
 
-def require_row_sparse_learner(lazy: bool, learner: str, flag: str = "--learner") -> None:
-    """Row-sparse ("lazy") embeddings are LazyAdam or SGD: refuse them with another learner."""
+def require_row_sparse_learner(row_sparse: bool, learner: str, flag: str = "--learner") -> None:
+    """Row-sparse embeddings (--lazy_embeddings) are LazyAdam or SGD: refuse another learner."""
     require(
-        not lazy or learner in ROW_SPARSE_LEARNERS,
+        not row_sparse or learner in ROW_SPARSE_LEARNERS,
         f"--lazy_embeddings updates tables by row-sparse Adam or SGD, not {flag}={learner}: "
         "use --learner=adam or --learner=sgd",
     )

@@ -7,7 +7,6 @@ a closed-over constant, which would bake the data into the compiled program).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -78,7 +77,3 @@ def from_pairs(users, items, num_users: int, num_items: int, device=None) -> Dev
     """Device interactions whose negatives avoid exactly the given positives."""
     indptr, indices = csr_from_pairs(users, items, num_users)
     return from_csr(users, items, indptr, indices, num_items, device)
-
-
-def to_device_int32(x, device=None) -> jax.Array:
-    return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), device)

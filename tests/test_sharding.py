@@ -12,6 +12,7 @@ from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model, layers, scoring
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import make_loss_fn
 
 DATA = synthetic.planted(num_users=64, num_items=80, per_user=10, num_test_negatives=30)
 MODEL = ModelConfig(model="neumf", num_factors=8, layers=(16, 8, 4))
@@ -24,15 +25,15 @@ def _train(mesh, *, shard_tables=False, lazy=False, epochs=2):
     init_key, key = jax.random.split(jax.random.key(0))
     dummy = jax.numpy.zeros((1,), jax.numpy.int32)
     tables = layers.table_labels(model, dummy, dummy)
-    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=lazy,
+    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, row_sparse=lazy,
                                      tables=tables)  # fmt: skip
     make_batches = functools.partial(batching.epoch_batches, num_neg=2, batch_size=64)
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, MODEL),
+        make_loss_fn(apply_fn, MODEL),
         tx,
         sharding.data_parallel_batches(make_batches, mesh),
-        lazy=lazy,
+        row_sparse=lazy,
         learning_rate=0.01,
         tables=tables,
     )

@@ -222,7 +222,7 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
     learning_rate = optim.make_schedule(train_config.lr_schedule, train_config.learning_rate, steps)
     tx = optim.make_optimizer(train_config.learner, learning_rate,
                               weight_decay=train_config.weight_decay)  # fmt: skip
-    state = train.create_train_state(params, tx, lazy=False)
+    state = train.create_train_state(params, tx)
 
     # Data on device, the epoch, the evaluator.
     make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)

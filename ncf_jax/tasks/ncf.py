@@ -16,7 +16,17 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from ncf_jax import batching, checkpoint, evaluate, history, interactions, optim, sharding, train
+from ncf_jax import (
+    batching,
+    checkpoint,
+    evaluate,
+    history,
+    interactions,
+    losses,
+    optim,
+    sharding,
+    train,
+)
 from ncf_jax.config import (
     LEARNERS,
     DataConfig,
@@ -48,6 +58,7 @@ from ncf_jax.reporting import describe_run
 BATCH_LAYOUTS = ("shuffled", "grouped")
 # MF-BPR with --model=mf: the pairwise loss, one sampled negative per positive (Rendle et al.).
 BPR_OPTIONS = {"loss": "bpr", "batch_layout": "grouped", "num_neg": 1}
+LOSSES = ("bce", "bpr")  # make_loss_fn's `loss`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +136,7 @@ class NCFTrainConfig(TrainConfig):
         "bce: pointwise log loss on every sample (paper); bpr: pairwise, each positive against "
         "its own negatives (Rendle et al. 2009; needs --batch_layout=grouped; MF-BPR with "
         "--model=mf).",
-        choices=train.LOSSES,
+        choices=LOSSES,
     )
     lazy_embeddings: bool = lazy_option()
     batch_layout: str = option(
@@ -198,6 +209,34 @@ def load_data(configs: dict) -> InteractionData:
     return load_dataset(configs["data"])
 
 
+def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bce") -> train.LossFn:
+    """The NCF loss on logits plus the configured L2 penalties (on the rows of `tables`,
+    `layers.table_labels(model, ...)`, and the MLP kernels).
+
+    `loss`: "bce", pointwise on every sample (the paper); "bpr", pairwise on grouped batches
+    (each positive against its own negatives, `losses.bpr`: MF-BPR with `model="mf"`).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown NCF loss {loss!r}; choose from {LOSSES}")
+
+    def loss_fn(params, batch):
+        users, items, weights = batch["users"], batch["items"], batch["weights"]
+        logits = apply_fn(params, users, items)
+        penalty = losses.l2_penalty(
+            params,
+            batch,
+            weights,
+            tables=tables,
+            reg_mf=model_config.reg_mf,
+            reg_layers=model_config.reg_layers,
+        )
+        if loss == "bpr":
+            return losses.bpr(logits, weights[..., 0]) + penalty
+        return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
+
+    return loss_fn
+
+
 def init_params(model, model_config: NCFModelConfig, key: jax.Array):
     """Fresh parameters, or NeuMF loaded from the GMF and MLP checkpoints."""
     dummy = jnp.zeros((1,), jnp.int32)
@@ -260,7 +299,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     make_state = lambda key, tx=tx: train.create_train_state(
         init_params(model, model_config, key),
         tx,
-        lazy=c.lazy_embeddings,
+        row_sparse=c.lazy_embeddings,
         tables=tables,
         row_learner=learner,
     )
@@ -271,10 +310,10 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
     )
     train_epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, model_config, tables, loss=c.loss),
+        make_loss_fn(apply_fn, model_config, tables, loss=c.loss),
         tx,
         sharding.data_parallel_batches(make_batches, mesh),
-        lazy=c.lazy_embeddings,
+        row_sparse=c.lazy_embeddings,
         learning_rate=learning_rate,
         tables=tables,
         row_learner=learner,

@@ -238,7 +238,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     tables = layers.table_labels(model, dummy, dummy)
     params = jax.jit(model.init)(init_key, dummy, dummy)
     state = train.create_train_state(
-        params, tx, lazy=lazy, tables=tables, row_learner=train_config.learner
+        params, tx, row_sparse=lazy, tables=tables, row_learner=train_config.learner
     )
 
     # Data on device, the epoch, the evaluators.
@@ -248,7 +248,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)
     train_epoch = train.make_train_epoch(
         make_loss_fn(apply_fn, model_config, tables), tx,
-        sharding.data_parallel_batches(make_batches, mesh), lazy=lazy,
+        sharding.data_parallel_batches(make_batches, mesh), row_sparse=lazy,
         learning_rate=learning_rate, tables=tables, row_learner=train_config.learner,
     )  # fmt: skip
     train_epoch, state, rows = sharding.shard_train_epoch(train_epoch, state, rows, mesh)

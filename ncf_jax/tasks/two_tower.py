@@ -152,7 +152,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     init_key, key = jax.random.split(jax.random.key(train_config.seed))
     dummy = jnp.zeros((1,), jnp.int32)
     tx = optim.make_optimizer(train_config.learner, train_config.learning_rate)
-    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=False)
+    state = train.create_train_state(model.init(init_key, dummy, dummy), tx)
 
     # Data on device, the epoch, the evaluator and the popularity baseline.
     device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
