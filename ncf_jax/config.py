@@ -163,8 +163,11 @@ def at_least(low) -> dict:
     return {"check": lambda v: v >= low, "message": f"{{flag}} must be >= {low}, got {{value}}"}
 
 
-def num_factors(default: int = 8):
-    return option(default, "GMF / MF embedding size.", **positive())
+NUM_FACTORS = 8  # the embedding size of the MF-style models, their option's default too
+
+
+def num_factors():
+    return option(NUM_FACTORS, "GMF / MF embedding size.", **positive())
 
 
 def layers(default=(64, 32, 16, 8)):
