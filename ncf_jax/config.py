@@ -170,6 +170,15 @@ def num_factors():
     return option(NUM_FACTORS, "GMF / MF embedding size.", **positive())
 
 
+def num_seeds(which: str = ""):
+    return option(
+        1,
+        f"{which}Train replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and "
+        "std.",
+        **at_least(1),
+    )
+
+
 def layers(default=(64, 32, 16, 8)):
     help_text = "MLP widths; the first is the concatenated user+item embedding width."
     return option(default, help_text, parse=ints("layers"))
@@ -358,6 +367,7 @@ class TrainConfig:
     learner: str = option("adam", "Optimiser.", choices=LEARNERS)
     learning_rate: float = option(0.001, "Learning rate.", **positive())
     seed: int = option(0, "Seed of initialisation and training.")
+    num_seeds: int = num_seeds()
 
     def __post_init__(self):
         validate(self)

@@ -26,7 +26,6 @@ import pytest
 
 from ncf_jax import checkpoint, distributed, loop
 from ncf_jax.data import synthetic, write_ncf
-from ncf_jax.errors import UsageError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEADLINE = 240  # seconds per job; a job takes 20-60 s on a loaded 2-core machine
@@ -225,9 +224,3 @@ def test_timeouts_come_from_the_environment(monkeypatch):
     got = distributed.timeouts()
     assert got["heartbeat_timeout_seconds"] == 7 and got["shutdown_timeout_seconds"] == 60
     assert distributed.fetch({"x": jnp.arange(3)})["x"].tolist() == [0, 1, 2]
-
-
-def test_tasks_without_data_parallel_training_refuse_several_processes(monkeypatch):
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(UsageError, match="the two-tower task runs in one process"):
-        distributed.require_one_process("two-tower")

@@ -26,15 +26,18 @@ def train_and_evaluate(data, model_config, train_config, eval_config, workdir):
     return tasks.train_and_evaluate(tasks.ncf, data, configs, workdir)
 
 
+def _as_arrays(batches):
+    """`[steps, batch_size, ...]` arrays of an epoch, however it is built."""
+    return batches.materialise() if isinstance(batches, batching.StepBatches) else batches
+
+
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=50)
 
 
 @pytest.mark.parametrize("layout", ["shuffled", "grouped"])
 def test_epoch_has_every_positive_once_and_fresh_negatives(layout):
     dev = interactions.from_data(DATA)
-    b = batching.as_arrays(
-        batching.LAYOUTS[layout](jax.random.key(0), dev, num_neg=3, batch_size=64)
-    )
+    b = _as_arrays(batching.LAYOUTS[layout](jax.random.key(0), dev, num_neg=3, batch_size=64))
     shape = b["items"].shape
     assert b["labels"].shape == b["weights"].shape == shape and np.prod(shape[1:]) == 64
     users = np.broadcast_to(np.asarray(b["users"]), shape).ravel()
@@ -61,9 +64,7 @@ def test_epoch_has_every_positive_once_and_fresh_negatives(layout):
 
 def test_known_exclusion_also_avoids_test_items():
     dev = interactions.from_data(DATA, exclude="known")
-    b = batching.as_arrays(
-        batching.epoch_batches(jax.random.key(1), dev, num_neg=20, batch_size=128)
-    )
+    b = _as_arrays(batching.epoch_batches(jax.random.key(1), dev, num_neg=20, batch_size=128))
     neg = (np.asarray(b["labels"]) == 0) & (np.asarray(b["weights"]) == 1)
     users, items = np.asarray(b["users"])[neg].tolist(), np.asarray(b["items"])[neg].tolist()
     pairs = set(zip(users, items, strict=True))
@@ -81,7 +82,7 @@ def test_epoch_batches_are_the_whole_epoch_shuffled_at_once(step_built):
         key, dev, num_neg=num_neg, batch_size=batch_size, step_built=step_built
     )
     assert isinstance(b, batching.StepBatches) == step_built
-    got = batching.as_arrays(b)
+    got = _as_arrays(b)
     neg_key, perm_key = jax.random.split(key)
     users = np.tile(DATA.train_users, 1 + num_neg)
     negatives = sample_negatives(neg_key, jnp.tile(dev.users, num_neg), dev)
@@ -287,7 +288,7 @@ def test_packed_dense_epochs_are_bitwise_optax_on_the_model_tables(case):
     loss_fn = make_loss_fn(model.apply, config, tables)
     tx = optim.make_optimizer(learner, 0.01)
     make = functools.partial(batching.LAYOUTS[layout], num_neg=3, batch_size=64)
-    first = jax.tree.map(lambda x: x[0], batching.as_arrays(make(jax.random.key(0), dev)))
+    first = jax.tree.map(lambda x: x[0], _as_arrays(make(jax.random.key(0), dev)))
     groups = packing(loss_fn, params, tables, first)
     if not packs:
         assert groups is None
