@@ -50,17 +50,17 @@ def test_adam_rows_equal_optax_adam_when_every_row_is_updated():
     table = jax.random.normal(jax.random.key(0), (5, 3))
     tx = optax.adam(0.1)
     state, moments = tx.init(table), optim.init_row_moments(table)
-    ref, lazy = table, table
+    ref, sparse = table, table
     for step in range(3):
         g = jax.random.normal(jax.random.key(step + 1), (5, 3))
         updates, state = tx.update(g, state)
         ref = optax.apply_updates(ref, updates)
         rows = jnp.array([4, 2, 0, 1, 3, 99])  # any order; 99 is padding and is dropped
         grads = jnp.concatenate([g[rows[:5]], jnp.ones((1, 3))])
-        lazy, moments = _adam_rows_reference(
-            lazy, moments, rows, grads, jnp.int32(step), learning_rate=0.1
+        sparse, moments = _adam_rows_reference(
+            sparse, moments, rows, grads, jnp.int32(step), learning_rate=0.1
         )
-    np.testing.assert_allclose(lazy, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sparse, ref, rtol=1e-5, atol=1e-6)
 
 
 CASES = {  # name -> (model config, batch ids); ids repeat so duplicates must be summed
@@ -112,21 +112,21 @@ def test_row_sparse_step_matches_dense_on_the_first_step_then_only_touches_batch
     # Jitted, as the epoch runs them (op by op, a step compiled hundreds of ops one at a time).
     dense_step = jax.jit(functools.partial(train.dense_step, loss_fn=loss_fn, tx=tx))
     dense, dense_loss = dense_step(train.create_train_state(params, tx), batch)
-    lazy_state = train.create_train_state(params, tx, row_sparse=True, tables=tables)
+    sparse_state = train.create_train_state(params, tx, row_sparse=True, tables=tables)
     step = jax.jit(functools.partial(adam_step, loss_fn=loss_fn, tx=tx, learning_rate=0.01,
                                      tables=tables))  # fmt: skip
-    lazy, lazy_loss = step(lazy_state, batch)
-    np.testing.assert_allclose(lazy_loss, dense_loss, rtol=1e-6)
+    sparse, sparse_loss = step(sparse_state, batch)
+    np.testing.assert_allclose(sparse_loss, dense_loss, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
         dense.params,
-        lazy.params,
+        sparse.params,
     )
     batch2 = dict(batch, users=jnp.zeros_like(users))
-    lazy2, _ = step(lazy, batch2)
+    sparse2, _ = step(sparse, batch2)
     before, after = (
-        lazy.params["params"]["mf_user"]["embedding"],
-        lazy2.params["params"]["mf_user"]["embedding"],
+        sparse.params["params"]["mf_user"]["embedding"],
+        sparse2.params["params"]["mf_user"]["embedding"],
     )
     np.testing.assert_array_equal(before[1:], after[1:])  # rows not in the batch are untouched
     assert not np.array_equal(before[0], after[0])
@@ -147,21 +147,22 @@ def test_row_sparse_sgd_is_dense_sgd_without_the_zero_rows(case):
     labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
     batch = {"users": users, "items": items, "labels": labels, "weights": jnp.ones(items.shape)}
     dense = train.create_train_state(params, tx)
-    lazy = train.create_train_state(params, tx, row_sparse=True, tables=tables, row_learner="sgd")
-    assert lazy.table_moments == {}
+    sparse = train.create_train_state(params, tx, row_sparse=True, tables=tables, row_learner="sgd")
+    assert sparse.table_moments == {}
     dense_step = jax.jit(functools.partial(train.dense_step, loss_fn=loss_fn, tx=tx))
-    lazy_step = jax.jit(functools.partial(
+    sparse_step = jax.jit(functools.partial(
         sgd_step, loss_fn=loss_fn, tx=tx, learning_rate=schedule, tables=tables
     ))  # fmt: skip
     for _ in range(3):
-        (dense, dense_loss), (lazy, lazy_loss) = dense_step(dense, batch), lazy_step(lazy, batch)
-        np.testing.assert_allclose(lazy_loss, dense_loss, rtol=1e-6)
+        dense, dense_loss = dense_step(dense, batch)
+        sparse, sparse_loss = sparse_step(sparse, batch)
+        np.testing.assert_allclose(sparse_loss, dense_loss, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
         dense.params,
-        lazy.params,
+        sparse.params,
     )
-    user_table = lazy.params["params"]["mf_user"]["embedding"]
+    user_table = sparse.params["params"]["mf_user"]["embedding"]
     untouched = np.setdiff1d(np.arange(10), np.asarray(users))
     start = params["params"]["mf_user"]["embedding"]
     np.testing.assert_array_equal(user_table[untouched], start[untouched])

@@ -1,4 +1,4 @@
-"""Training: epoch batches, a planted signal, determinism, lazy Adam, L2, resume."""
+"""Training: epoch batches, a planted signal, determinism, row-sparse Adam, L2, resume."""
 
 import functools
 import json
@@ -208,8 +208,8 @@ def test_l2_penalty_by_hand():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
-def test_lazy_training_learns_too(tmp_path):
-    result = _run(tmp_path, "lazy", epochs=6, lazy_embeddings=True)
+def test_row_sparse_training_learns_too(tmp_path):
+    result = _run(tmp_path, "row_sparse", epochs=6, lazy_embeddings=True)
     assert result["best"]["hr@5"] > 3 * 5 / 51
 
 
