@@ -176,6 +176,11 @@ def test_row_sparse_training_refuses_other_learners():
     with pytest.raises(ValueError, match="row-sparse tables take"):
         train.create_train_state({}, optax.sgd(0.1), row_sparse=True, tables={("a",): None},
                                  row_learner="adagrad")  # fmt: skip
+    # Row-sparse Adam's arithmetic has optax's default decays and epsilon, and only those.
+    TrainConfig(lazy_embeddings=True, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)  # accepted
+    with pytest.raises(UsageError, match="uses Adam's default b1/b2/eps"):
+        TrainConfig(lazy_embeddings=True, adam_b2=0.5)
+    TrainConfig(lazy_embeddings=True, learner="sgd", adam_b2=0.5)  # SGD ignores them
 
 
 def _reference_adam_step(state, batch, *, loss_fn, tx, learning_rate, tables):

@@ -152,9 +152,9 @@ class NCFTrainConfig(TrainConfig):
         check=lambda v: v >= 0,
         message="{flag} must be >= 0",
     )
-    adam_b1: float = option(0.9, "Adam first-moment decay.")
-    adam_b2: float = option(0.999, "Adam second-moment decay.")
-    adam_eps: float = option(1e-8, "Adam epsilon.")
+    adam_b1: float = option(optim.B1, "Adam first-moment decay.")
+    adam_b2: float = option(optim.B2, "Adam second-moment decay.")
+    adam_eps: float = option(optim.EPS, "Adam epsilon.")
     learning_rates: tuple[float, ...] = option(
         (),
         "Train one replica per learning rate at once (jax.vmap, all from --seed; replaces "
@@ -190,7 +190,8 @@ class NCFTrainConfig(TrainConfig):
             "--learning_rates keeps each replica's rate in its optimiser state: it takes "
             "--num_seeds=1, dense tables (no --lazy_embeddings) and no --lr_warmup_steps",
         )
-        default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
+        adam = (self.adam_b1, self.adam_b2, self.adam_eps)
+        default_adam = adam == (optim.B1, optim.B2, optim.EPS)
         require(
             not (self.lazy_embeddings and self.learner == "adam" and not default_adam),
             "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
