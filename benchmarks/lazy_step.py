@@ -2,8 +2,8 @@
 
 Dense Adam reads and writes every row of every table at every step, so its step grows with
 the catalogue; row-sparse ("lazy") Adam differentiates the looked-up rows only
-(`train.lazy_update`), so its step should stay flat; "floor" is row-sparse SGD
-(`train.row_sgd_update`), the least a step that touches only the batch's rows can cost.
+(`ncf_jax.row_sparse.adam_update`), so its step should stay flat; "floor" is row-sparse SGD
+(`benchmarks.floor`), the least a step that touches only the batch's rows can cost.
 NeuMF on tables of the public datasets' sizes (`synthetic.SHAPES`), `--steps` random batches
 of `--batch_size` scanned in one epoch call; compile excluded, median of `--reps` calls, each
 ended by `jax.block_until_ready`.
@@ -20,12 +20,14 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
+from benchmarks import floor
 from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
 from benchmarks.ncf_epoch import ADAMS, CASES
 from ncf_jax import optim, train
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model, layers
 from ncf_jax.reporting import markdown_table
+from ncf_jax.tasks.ncf import make_loss_fn
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["ml-100k", "ml-1m", "ml-20m"], "synthetic table shapes to time")
@@ -66,17 +68,17 @@ def bench(shape: str, name: str, adam: str, *, steps: int, batch_size: int, reps
     params = model.init(jax.random.key(0), dummy, dummy)
     tables = layers.table_labels(model, dummy, dummy)
     tx = optim.make_optimizer("adam", 0.001)
-    loss_fn = train.make_loss_fn(model.apply, config, tables)
+    loss_fn = make_loss_fn(model.apply, config, tables)
     make = lambda key, data: random_batches(
         key, num_users, num_items, steps=steps, batch_size=batch_size
     )
     if adam == "floor":
-        run = train.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
+        run = floor.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
     else:
         run = train.make_train_epoch(
-            loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001, tables=tables
+            loss_fn, tx, make, row_sparse=adam == "lazy", learning_rate=0.001, tables=tables
         )
-    state = [train.create_train_state(params, tx, lazy=adam == "lazy", tables=tables)]
+    state = [train.create_train_state(params, tx, row_sparse=adam == "lazy", tables=tables)]
 
     def call():
         state[0], loss = run(state[0], None, jax.random.key(1))

@@ -9,7 +9,7 @@ Each case compiles first (excluded), then reports the median of --reps epochs, e
 JSON line per case, then a markdown table.
 
 Every model and layout is also timed, in the same run, with the floor: SGD that differentiates
-only the looked-up rows and scatter-adds them back (`train.make_floor_epoch`), the least any
+only the looked-up rows and scatter-adds them back (`benchmarks.floor`), the least any
 optimiser that touches only the batch's rows can cost. Each case's `x_floor` is its epoch
 divided by that floor's, so a figure means the same on a fast or a slow, busy or idle machine.
 
@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
+from benchmarks import floor
 from benchmarks.common import define_common_flags, environment, median_seconds, reject_positional
 from ncf_jax import batching, evaluate, interactions, optim, train
 from ncf_jax.config import DataConfig, EvalConfig
@@ -36,6 +37,7 @@ from ncf_jax.data import load_dataset, synthetic
 from ncf_jax.models import create_model, layers, scoring
 from ncf_jax.reporting import markdown_table
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import make_loss_fn
 
 CASES = {  # name -> ModelConfig
     "neumf-8": ModelConfig(model="neumf", num_factors=8, layers=(64, 32, 16, 8)),
@@ -80,15 +82,15 @@ def prepare(data, name: str, adam: str, *, batch_size: int, num_neg: int, groupe
     tx = optim.make_optimizer("adam", 0.001)
     layout = batching.grouped_batches if grouped else batching.epoch_batches
     make = functools.partial(layout, num_neg=num_neg, batch_size=batch_size)
-    loss_fn = train.make_loss_fn(model.apply, config, tables)
+    loss_fn = make_loss_fn(model.apply, config, tables)
     if adam == "floor":
-        epoch = train.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
+        epoch = floor.make_floor_epoch(loss_fn, make, learning_rate=0.001, tables=tables)
     else:
         epoch = train.make_train_epoch(
-            loss_fn, tx, make, lazy=adam == "lazy", learning_rate=0.001, tables=tables
+            loss_fn, tx, make, row_sparse=adam == "lazy", learning_rate=0.001, tables=tables
         )
     device_data = interactions.from_data(data)
-    state = [train.create_train_state(params, tx, lazy=adam == "lazy", tables=tables)]
+    state = [train.create_train_state(params, tx, row_sparse=adam == "lazy", tables=tables)]
 
     def run_epoch():
         state[0], loss = epoch(state[0], device_data, jax.random.key(1))

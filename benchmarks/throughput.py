@@ -41,6 +41,7 @@ from ncf_jax import batching, evaluate, interactions, optim, reporting, train
 from ncf_jax.data import synthetic
 from ncf_jax.models import MODELS, create_model, scoring
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import make_loss_fn
 
 # MLPerf NCF sizes (factors 64, MLP 256-256-128-64) for every model; two-tower: 128-d embeddings
 # and a 128-64 tower on each side (about the same dense work per sample).
@@ -144,7 +145,7 @@ def _model(name: str, data, dtype: str):
 def bench_train(name, data, batch_size, args, peaks) -> dict:
     config, model, params = _model(name, data, args.dtype)
     tx = optim.make_optimizer("adam", 1e-3)
-    state = train.create_train_state(params, tx, lazy=False)
+    state = train.create_train_state(params, tx)
     steps = max(1, math.ceil(args.target_samples / batch_size))
     # Whole batches only: a padded last step would cost a full step for a few rows.
     positives = min(len(data.train_users), max(1, steps * batch_size // (1 + args.num_neg)))
@@ -156,7 +157,7 @@ def bench_train(name, data, batch_size, args, peaks) -> dict:
     make_batches = functools.partial(
         batching.epoch_batches, num_neg=args.num_neg, batch_size=batch_size
     )
-    epoch = train.make_train_epoch(train.make_loss_fn(model.apply, config), tx, make_batches)
+    epoch = train.make_train_epoch(make_loss_fn(model.apply, config), tx, make_batches)
     key, holder = jax.random.key(1), [state]
 
     def run():

@@ -47,11 +47,6 @@ class StepBatches:
         return jax.vmap(self.batch)(jnp.arange(self.steps))
 
 
-def as_arrays(batches: Batches | StepBatches) -> Batches:
-    """`[steps, batch_size, ...]` arrays of an epoch, however it is built."""
-    return batches.materialise() if isinstance(batches, StepBatches) else batches
-
-
 def num_steps(num_pairs: int, *, num_neg: int, batch_size: int) -> int:
     """Steps per epoch: ceil(num_pairs * (1 + num_neg) / batch_size)."""
     return -(-num_pairs * (1 + num_neg) // batch_size)

@@ -8,7 +8,9 @@ before any work with a `UsageError` that says what was wrong and how to fix it.
 
 The configs here are shared by several tasks (data, the common training options, ranking
 evaluation, the click log's columns); each task adds its own in `ncf_jax.tasks.<task>`. Fields
-shared by several configs are made by one factory below (`num_neg()`, `layers()`, ...).
+shared by several configs are made by one factory below (`num_neg()`, `layers()`, ...). The
+module runs past the house's 300 lines for that reason: it is the one place a shared option is
+written, and splitting it would make two.
 """
 
 from __future__ import annotations
@@ -84,13 +86,13 @@ def require_validation_for(select_epoch: str, has_validation: bool) -> None:
     )
 
 
-ROW_SPARSE_LEARNERS = ("adam", "sgd")  # the learners row-sparse tables support (`ncf_jax.train`)
+ROW_SPARSE_LEARNERS = ("adam", "sgd")  # the learners `ncf_jax.row_sparse` updates tables by
 
 
-def require_row_sparse_learner(lazy: bool, learner: str, flag: str = "--learner") -> None:
-    """Row-sparse ("lazy") embeddings are LazyAdam or SGD: refuse them with another learner."""
+def require_row_sparse_learner(row_sparse: bool, learner: str, flag: str = "--learner") -> None:
+    """Row-sparse embeddings (--lazy_embeddings) are LazyAdam or SGD: refuse another learner."""
     require(
-        not lazy or learner in ROW_SPARSE_LEARNERS,
+        not row_sparse or learner in ROW_SPARSE_LEARNERS,
         f"--lazy_embeddings updates tables by row-sparse Adam or SGD, not {flag}={learner}: "
         "use --learner=adam or --learner=sgd",
     )
@@ -163,8 +165,20 @@ def at_least(low) -> dict:
     return {"check": lambda v: v >= low, "message": f"{{flag}} must be >= {low}, got {{value}}"}
 
 
-def num_factors(default: int = 8):
-    return option(default, "GMF / MF embedding size.", **positive())
+NUM_FACTORS = 8  # the embedding size of the MF-style models, their option's default too
+
+
+def num_factors():
+    return option(NUM_FACTORS, "GMF / MF embedding size.", **positive())
+
+
+def num_seeds(which: str = ""):
+    return option(
+        1,
+        f"{which}Train replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and "
+        "std.",
+        **at_least(1),
+    )
 
 
 def layers(default=(64, 32, 16, 8)):
@@ -408,6 +422,7 @@ class TrainConfig:
     learner: str = option("adam", "Optimiser.", choices=LEARNERS)
     learning_rate: float = option(0.001, "Learning rate.", **positive())
     seed: int = option(0, "Seed of initialisation and training.")
+    num_seeds: int = num_seeds()
 
     def __post_init__(self):
         validate(self)

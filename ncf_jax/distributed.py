@@ -24,8 +24,6 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ncf_jax.errors import UsageError
-
 # Seconds; JAX's own defaults are 300 / 100 / 300. A lost peer should end a job in about a
 # minute, not five.
 TIMEOUTS = {"initialization_timeout": ("NCF_JAX_INIT_TIMEOUT", 300),
@@ -110,13 +108,3 @@ def fetch(tree):
         return jax.device_get(x)
 
     return jax.tree.map(get, tree)
-
-
-def require_one_process(task: str) -> None:
-    """UsageError in a multi-process job for a task that does not split its work over the
-    processes' devices (each process would train its own copy)."""
-    if jax.process_count() > 1:
-        raise UsageError(
-            f"the {task} task runs in one process; multi-process jobs run the ncf and rating "
-            f"tasks (this job has {jax.process_count()} processes): launch it once"
-        )

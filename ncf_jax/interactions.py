@@ -7,11 +7,10 @@ a closed-over constant, which would bake the data into the compiled program).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from ncf_jax.data.types import InteractionData, csr_from_pairs
+from ncf_jax.data.types import InteractionData
 
 
 @struct.dataclass
@@ -72,13 +71,3 @@ def from_data(data: InteractionData, *, exclude: str = "train", device=None) -> 
     else:
         raise ValueError(f"exclude must be 'train' or 'known', got {exclude!r}")
     return from_csr(data.train_users, data.train_items, indptr, indices, data.num_items, device)
-
-
-def from_pairs(users, items, num_users: int, num_items: int, device=None) -> DeviceInteractions:
-    """Device interactions whose negatives avoid exactly the given positives."""
-    indptr, indices = csr_from_pairs(users, items, num_users)
-    return from_csr(users, items, indptr, indices, num_items, device)
-
-
-def to_device_int32(x, device=None) -> jax.Array:
-    return jax.device_put(jnp.asarray(np.asarray(x), dtype=jnp.int32), device)

@@ -61,7 +61,7 @@ def l2_penalty(params, batch, weights, *, tables, reg_mf: float, reg_layers: tup
     Args:
       params: Flax variables `{"params": ...}`. A `looked_up` collection (row-sparse training)
         gives rows already looked up; its tables need not be in `params`. A `penalised` one
-        gives the rows to penalise instead (`ncf_jax.train.packing`).
+        gives the rows to penalise instead (`ncf_jax.tables.packing`).
       batch: the batch, holding the ids ("users", "items") each table is indexed by.
       weights: [batch] float32 sample weights (0 for padding).
       tables: {path: Table} of the model (`layers.table_labels`); None when the model has no

@@ -1,9 +1,8 @@
 """Stage: optimiser. optax optimisers by the authors' `--learner` names, and row-sparse Adam.
 
 Dense Adam touches every row of every embedding table at every step; at the paper's batch
-size (256) that dominates a CPU epoch. Row-sparse ("lazy") Adam updates the moments and
-values of the rows looked up in the batch only, as TensorFlow's LazyAdam does; rows not in
-the batch keep stale moments (that is the approximation). Bias correction uses the global step.
+size (256) that dominates a CPU epoch. Row-sparse Adam (`ncf_jax.row_sparse`) updates the
+moments and values of the rows looked up in the batch only; its arithmetic is `adam_rows`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-B1, B2, EPS = 0.9, 0.999, 1e-8  # optax.adam's defaults, shared by the lazy variant
+B1, B2, EPS = 0.9, 0.999, 1e-8  # optax.adam's defaults, shared by row-sparse Adam
 
 
 def with_warmup(learning_rate, warmup_steps: int):
@@ -90,40 +89,6 @@ class RowMoments:
 
 def init_row_moments(table: jax.Array) -> RowMoments:
     return RowMoments(mu=jnp.zeros_like(table), nu=jnp.zeros_like(table))
-
-
-def lazy_adam_rows(
-    table: jax.Array,
-    moments: RowMoments,
-    rows: jax.Array,
-    grads: jax.Array,
-    count: jax.Array,
-    *,
-    learning_rate,
-) -> tuple[jax.Array, RowMoments]:
-    """Adam update of `table[rows]` only.
-
-    Args:
-      table: [num_rows, dim] parameters.
-      moments: their Adam moments.
-      rows: [r] row ids; ids >= num_rows are padding and are dropped. An id may repeat if
-        its entries of `grads` repeat too (then every copy writes the same new values).
-      grads: [r, dim] gradients of those rows (each the row's full gradient, duplicates summed).
-      count: int32 number of updates done before this one (global step).
-      learning_rate: scalar or optax schedule of `count`.
-    """
-    mu, nu = moments.mu, moments.nu
-    new_rows, mu_rows, nu_rows = adam_rows(
-        table.at[rows].get(mode="fill", fill_value=0),
-        mu.at[rows].get(mode="fill", fill_value=0),
-        nu.at[rows].get(mode="fill", fill_value=0),
-        grads,
-        count,
-        learning_rate,
-    )
-    return table.at[rows].set(new_rows, mode="drop"), RowMoments(
-        mu=mu.at[rows].set(mu_rows, mode="drop"), nu=nu.at[rows].set(nu_rows, mode="drop")
-    )
 
 
 def rate_at(learning_rate, count):

@@ -1,7 +1,7 @@
 """Multi-process jobs on one machine: two CPU processes joined by `jax.distributed` on 127.0.0.1
 (gloo collectives) train, evaluate, checkpoint and resume like one process with as many devices.
 
-The jobs are the real scripts (`python -m experiments.neumf` / `experiments.rating`) on tiny data,
+The jobs are the real scripts (`python -m experiments.neumf`, `.rating`, `.two_tower`) on tiny data,
 started by `Job` with the launcher's variables (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID). They run concurrently in two phases (the module fixture `jobs`), every process
 under a deadline, so nothing here can hang: a process still running at its deadline is killed and
@@ -26,7 +26,6 @@ import pytest
 
 from ncf_jax import checkpoint, distributed, loop
 from ncf_jax.data import synthetic, write_ncf
-from ncf_jax.errors import UsageError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEADLINE = 240  # seconds per job; a job takes 20-60 s on a loaded 2-core machine
@@ -34,6 +33,7 @@ HEARTBEAT = 10  # NCF_JAX_HEARTBEAT_TIMEOUT of the jobs: a dead peer ends the ot
 NCF = ["--model=neumf", "--num_factors=4", "--layers=8,4", "--batch_size=64", "--top_k=5"]
 FULL = ["--model=gmf", "--num_factors=4", "--batch_size=64", "--top_k=5", "--eval_protocol=full"]
 RATING = ["--model=biased_mf", "--num_factors=4", "--batch_size=32", "--learning_rate=0.03"]
+TOWERS = ["--embed_dim=4", "--batch_size=64", "--top_k=5", "--learning_rate=0.01", "--num_seeds=2"]
 CACHE = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 RTOL, ATOL = 1e-5, 1e-6  # float32 sums in another order (the gradient all-reduce), two epochs
 
@@ -114,7 +114,8 @@ def kill_one(job: Job, victim: int) -> dict:
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
     """Phase 1: a two-process NCF job killed in epoch 3, its one-process twin (as many devices),
-    full ranking and rating jobs and their twins. Phase 2: the killed job resumed to epoch 4."""
+    full ranking, rating and two-tower (two seeds) jobs and their twins. Phase 2: the killed job
+    resumed to epoch 4."""
     root = tmp_path_factory.mktemp("jobs")
     write_ncf(synthetic.planted(48, 60, per_user=10, num_test_negatives=30), root / "data", "tiny")
     t0 = time.monotonic()
@@ -127,6 +128,8 @@ def jobs(tmp_path_factory):
         "full_sp": new("full_sp", "experiments.neumf", [*FULL, "--epochs=2"], 1, 4),
         "rating_mp": new("rating_mp", "experiments.rating", [*RATING, "--epochs=2"], 2, 1),
         "rating_sp": new("rating_sp", "experiments.rating", [*RATING, "--epochs=2"], 1, 2),
+        "towers_mp": new("towers_mp", "experiments.two_tower", [*TOWERS, "--epochs=2"], 2, 1),
+        "towers_sp": new("towers_sp", "experiments.two_tower", [*TOWERS, "--epochs=2"], 1, 2),
     }
     try:
         out = {"killed": kill_one(started["ncf_mp"], victim=1), "root": root}
@@ -201,6 +204,13 @@ def test_rating_job_is_data_parallel_and_equals_one_process(jobs):
     assert_same_run(job, jobs["rating_sp"][0])
 
 
+def test_two_tower_replicas_job_is_data_parallel_and_equals_one_process(jobs):
+    job, codes = jobs["towers_mp"]
+    assert_finished(job, codes)
+    assert_same_run(job, jobs["towers_sp"][0])
+    assert [r["seed"] for r in results(job.workdir)["seeds"]] == [0, 1]
+
+
 # ----------------------------------------------------------------------- in this process
 def test_only_process_zero_writes_the_run_files(tmp_path, monkeypatch):
     state = loop.FitState(epoch=jnp.int32(0), params={"w": jnp.zeros(2)})
@@ -225,9 +235,3 @@ def test_timeouts_come_from_the_environment(monkeypatch):
     got = distributed.timeouts()
     assert got["heartbeat_timeout_seconds"] == 7 and got["shutdown_timeout_seconds"] == 60
     assert distributed.fetch({"x": jnp.arange(3)})["x"].tolist() == [0, 1, 2]
-
-
-def test_tasks_without_data_parallel_training_refuse_several_processes(monkeypatch):
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(UsageError, match="the two-tower task runs in one process"):
-        distributed.require_one_process("two-tower")

@@ -11,6 +11,7 @@ from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model, scoring
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import make_loss_fn
 
 DATA = synthetic.planted(num_users=48, num_items=60, per_user=10, num_test_negatives=30)
 SIZES = {
@@ -26,9 +27,9 @@ def _train_and_score(name: str, dtype: str, epochs: int = 3):
     )
     tx = optim.make_optimizer("adam", 0.02)
     dummy = jnp.zeros((1,), jnp.int32)
-    state = train.create_train_state(model.init(jax.random.key(0), dummy, dummy), tx, lazy=False)
+    state = train.create_train_state(model.init(jax.random.key(0), dummy, dummy), tx)
     make_batches = functools.partial(batching.epoch_batches, num_neg=2, batch_size=64)
-    epoch = train.make_train_epoch(train.make_loss_fn(model.apply, config), tx, make_batches)
+    epoch = train.make_train_epoch(make_loss_fn(model.apply, config), tx, make_batches)
     data = interactions.from_data(DATA)
     for _ in range(epochs):
         state, loss = epoch(state, data, jax.random.key(1))

@@ -19,6 +19,7 @@ from ncf_jax import batching, evaluate, interactions, optim, train
 from ncf_jax.baselines import _matrix, ials
 from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.models import create_model, layers
+from ncf_jax.tasks import ncf
 from ncf_jax.tasks.ncf import NCFModelConfig
 
 NUM_USERS, NUM_ITEMS = 2048, 1500
@@ -63,9 +64,9 @@ def test_ncf_epoch_is_linear_in_samples(heavy, step_built):
     make = functools.partial(
         batching.epoch_batches, num_neg=num_neg, batch_size=256, step_built=step_built
     )
-    epoch = train.make_train_epoch(train.make_loss_fn(model.apply, config, tables), tx, make,
+    epoch = train.make_train_epoch(ncf.make_loss_fn(model.apply, config, tables), tx, make,
                                    tables=tables)  # fmt: skip
-    state = train.create_train_state(params, tx, lazy=False)
+    state = train.create_train_state(params, tx, row_sparse=False)
     _, temp = _memory(epoch.lower(state, dev, jax.random.key(0)))
     samples = heavy["nnz"] * (1 + num_neg)
     assert temp <= 32 * samples + 3 * _bytes(state), (temp, samples)

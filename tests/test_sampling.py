@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from ncf_jax import interactions, sampling
+from ncf_jax.data.types import csr_from_pairs
 from ncf_jax.permutation import permutation
 
 
 def _data(positives: dict[int, list[int]], num_users: int, num_items: int):
     users = np.concatenate([[u] * len(p) for u, p in positives.items()]).astype(np.int32)
     items = np.concatenate(list(positives.values())).astype(np.int32)
-    return interactions.from_pairs(users, items, num_users, num_items)
+    indptr, indices = csr_from_pairs(users, items, num_users)
+    return interactions.from_csr(users, items, indptr, indices, num_items)
 
 
 # Edge cases on purpose: positives at both ends of the catalogue, a run of consecutive items,

@@ -12,27 +12,28 @@ from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.models import create_model, layers, scoring
 from ncf_jax.tasks.ncf import NCFModelConfig as ModelConfig
+from ncf_jax.tasks.ncf import make_loss_fn
 
 DATA = synthetic.planted(num_users=64, num_items=80, per_user=10, num_test_negatives=30)
 MODEL = ModelConfig(model="neumf", num_factors=8, layers=(16, 8, 4))
 
 
-def _train(mesh, *, shard_tables=False, lazy=False, epochs=2):
+def _train(mesh, *, shard_tables=False, row_sparse=False, epochs=2):
     """Params after `epochs` epochs of NeuMF on DATA, on `mesh` (None: one device)."""
     model = create_model(MODEL, DATA.num_users, DATA.num_items)
     tx = optim.make_optimizer("adam", 0.01)
     init_key, key = jax.random.split(jax.random.key(0))
     dummy = jax.numpy.zeros((1,), jax.numpy.int32)
     tables = layers.table_labels(model, dummy, dummy)
-    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=lazy,
+    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, row_sparse=row_sparse,
                                      tables=tables)  # fmt: skip
     make_batches = functools.partial(batching.epoch_batches, num_neg=2, batch_size=64)
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, MODEL),
+        make_loss_fn(apply_fn, MODEL),
         tx,
         sharding.data_parallel_batches(make_batches, mesh),
-        lazy=lazy,
+        row_sparse=row_sparse,
         learning_rate=0.01,
         tables=tables,
     )
@@ -84,9 +85,9 @@ def test_row_sharded_tables_match_one_device(single):
     _assert_close(state.params, single[0].params)
 
 
-def test_row_sharded_lazy_adam_matches_one_device():
-    one, _ = _train(None, lazy=True, epochs=1)
-    many, _ = _train(sharding.make_mesh(num_model=2), shard_tables=True, lazy=True, epochs=1)
+def test_row_sharded_row_sparse_adam_matches_one_device():
+    one, _ = _train(None, row_sparse=True, epochs=1)
+    many, _ = _train(sharding.make_mesh(num_model=2), shard_tables=True, row_sparse=True, epochs=1)
     _assert_close(many.params, one.params)
     _assert_close(many.table_moments, one.table_moments)
 

@@ -27,12 +27,12 @@ dense_init = nn.initializers.lecun_uniform()
 
 
 # The variable collection holding, per table, the rows a caller has already looked up for the
-# batch. Row-sparse training (`ncf_jax.train.lazy_step`) gathers each batch's rows itself, from
+# batch. Row-sparse training (`ncf_jax.row_sparse`) gathers each batch's rows itself, from
 # tables it keeps packed side by side, and differentiates the loss with respect to those rows:
 # the gradient then has the batch's size, never the table's.
 LOOKED_UP = "looked_up"
 # Rows the L2 penalty (`ncf_jax.losses.l2_penalty`) reads in place of `looked_up`'s: passed
-# apart, they show whether a loss penalises table rows at all (`ncf_jax.train.packing`).
+# apart, they show whether a loss penalises table rows at all (`ncf_jax.tables.packing`).
 PENALISED = "penalised"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ncf_jax.config import NUM_FACTORS
 from ncf_jax.models import layers
 
 
@@ -18,7 +19,7 @@ class MF(nn.Module):
 
     num_users: int
     num_items: int
-    num_factors: int = 8
+    num_factors: int = NUM_FACTORS
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ncf_jax.config import NUM_FACTORS
 from ncf_jax.models import layers
 
 
@@ -19,7 +20,7 @@ class NeuMF(nn.Module):
 
     num_users: int
     num_items: int
-    num_factors: int = 8
+    num_factors: int = NUM_FACTORS
     layers: Sequence[int] = (64, 32, 16, 8)
     dtype: jnp.dtype = jnp.float32
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ncf_jax.config import NUM_FACTORS
 from ncf_jax.models import layers
 
 DEFAULT_Y_RANGE = (0.0, 5.5)
@@ -45,7 +46,7 @@ class BiasedMF(nn.Module):
 
     num_users: int
     num_items: int
-    num_factors: int = 32
+    num_factors: int = NUM_FACTORS
     y_range: tuple[float, float] | None = DEFAULT_Y_RANGE
     dtype: jnp.dtype = jnp.float32
 

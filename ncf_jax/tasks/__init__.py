@@ -1,8 +1,11 @@
 """Tasks: one module per task, each turning its configs and data into one `loop.Task` record.
 
 A task module declares `CONFIGS` ({name: config class}: the options it reads, and so the flags
-its scripts define), `load_data(configs)` and `build(data, configs, *, extra=None) -> Task`.
-Task modules never import each other; what they share lives in the stages below them.
+its scripts define), `load_data(configs)` and `build(data, configs, *, extra=None) -> Task`. A
+task trained by gradient steps describes what is its own (model, loss, batches, evaluator,
+selection) as an `assembly.Recipe`; `assembly.assemble` adds what they share (keys, optimiser,
+state, `--num_seeds` replicas, devices). Task modules never import each other; what they share
+lives in the stages below them.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The state is a `loop.FitState`. A closed-form model fits in epoch 1 (its loss is
 epochs keep that fit; iALS runs one alternating sweep per epoch, from a seeded random start,
 and reports its objective as the loss, so `--epochs` is its number of sweeps and
 `--select_epoch` may pick the best sweep. `--num_seeds=N` (iALS only: the others are
-deterministic) vmaps N replicas in one program, as the NCF task does. `--ease_lambdas` fits
+deterministic) vmaps N replicas in one program, as every trained task does. `--ease_lambdas` fits
 EASE^R at every lambda from one factorisation (`baselines.ease.fit_grid`), one replica each; the
 record carries that replica axis itself (`Task.replicated`): the state is the grid's shared
 factors, and each lambda's B is built in turn for its evaluation.
@@ -22,11 +22,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ncf_jax import baselines, evaluate, history
+from ncf_jax import assembly, baselines, evaluate, history
 from ncf_jax.config import (
     DataConfig,
     EvalConfig,
     at_least,
+    num_seeds,
     option,
     positive,
     positive_floats,
@@ -115,11 +116,7 @@ class ClassicTrainConfig:
         **at_least(0),
     )
     seed: int = option(0, "Seed of the iALS initialisation.")
-    num_seeds: int = option(
-        1,
-        "iALS: replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and std.",
-        **at_least(1),
-    )
+    num_seeds: int = num_seeds("iALS only: ")
 
     @property
     def learner(self) -> str:  # results.json's head names the learner of every run
@@ -197,19 +194,37 @@ def ials_epoch(state, data, key):
 _jitted_ials_epoch = jax.jit(ials_epoch)  # one function, so the runs of a process share its cache
 
 
-def _ials_states(data: InteractionData, m: ClassicModelConfig, seeds: list[int]):
-    """(FitStates, run keys) of each seed, stacked when there are several."""
-    states, keys = [], []
-    for seed in seeds:
-        init_key, key = jax.random.split(jax.random.key(seed))
-        params = baselines.ials.init(
-            init_key, num_users=data.num_users, num_items=data.num_items, factors=m.ials_factors
+def _fit(data: InteractionData, m: ClassicModelConfig, t: ClassicTrainConfig) -> tuple:
+    """(state, run key, seeds, train_epoch, its data): iALS sweeps from a seeded start (one
+    replica per seed with --num_seeds); the others solve once (one replica per lambda of
+    --ease_lambdas)."""
+    indptr, indices = data.train_csr()
+    sizes = {"num_users": data.num_users, "num_items": data.num_items}
+    hp = m.hyperparameters()
+    seeds = list(range(t.seed, t.seed + t.num_seeds))
+    if m.model == "ials":
+        init = lambda k, init_key: FitState(
+            jnp.zeros((), jnp.int32),
+            baselines.ials.init(init_key, **sizes, factors=m.ials_factors),
         )
-        states.append(FitState(jnp.zeros((), jnp.int32), params))
-        keys.append(key)
-    if len(seeds) == 1:
-        return states[0], keys[0]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), jnp.stack(keys)
+        state, key = assembly.seeded(init, seeds, replicas=t.num_seeds > 1)
+        fit_data = {
+            "interactions": baselines.ials.prepare(indptr, indices, **sizes),
+            "hyperparameters": {k: jnp.float32(v) for k, v in hp.items()},
+        }
+        # The loop jits the vmapped epoch itself for replicas.
+        return state, key, seeds, ials_epoch if t.num_seeds > 1 else _jitted_ials_epoch, fit_data
+    grid = m.ease_lambdas
+    if grid:  # one replica per lambda, all from one factorisation; keys as one seed's
+        fit = functools.partial(baselines.ease.fit_grid, indptr, indices, **sizes, lams=grid)
+        seeds, key = [t.seed] * len(grid), jnp.stack([jax.random.key(t.seed)] * len(grid))
+    else:
+        fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
+        key = jax.random.key(t.seed)
+    shapes = jax.eval_shape(fit)  # the fitted pytree, so a checkpoint restores into it
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    state = FitState(jnp.zeros((), jnp.int32), params)
+    return state, key, seeds, closed_form_epoch(fit, (len(grid),) if grid else ()), None
 
 
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
@@ -224,32 +239,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         not m.ease_lambdas or m.model == "ease",
         f"--ease_lambdas applies to --model=ease only, not --model={m.model}",
     )
-    indptr, indices = data.train_csr()
-    sizes = {"num_users": data.num_users, "num_items": data.num_items}
-    hp = m.hyperparameters()
-
-    # The fit: iALS sweeps from a seeded start; the others solve once.
-    seeds = list(range(t.seed, t.seed + t.num_seeds))
-    if m.model == "ials":
-        state, key = _ials_states(data, m, seeds)
-        fit_data = {
-            "interactions": baselines.ials.prepare(indptr, indices, **sizes),
-            "hyperparameters": {k: jnp.float32(v) for k, v in hp.items()},
-        }
-        # The loop jits the vmapped epoch itself for replicas.
-        train_epoch = ials_epoch if t.num_seeds > 1 else _jitted_ials_epoch
-    else:
-        grid = m.ease_lambdas
-        if grid:  # one replica per lambda, all from one factorisation; keys as one seed's
-            fit = functools.partial(baselines.ease.fit_grid, indptr, indices, **sizes, lams=grid)
-            seeds, key = [t.seed] * len(grid), jnp.stack([jax.random.key(t.seed)] * len(grid))
-        else:
-            fit = functools.partial(baselines.MODELS[m.model].fit, indptr, indices, **sizes, **hp)
-            key = jax.random.key(t.seed)
-        shapes = jax.eval_shape(fit)  # the fitted pytree, so a checkpoint restores into it
-        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        state = FitState(jnp.zeros((), jnp.int32), params)
-        train_epoch, fit_data = closed_form_epoch(fit, (len(grid),) if grid else ()), None
+    state, key, seeds, train_epoch, fit_data = _fit(data, m, t)
 
     # The evaluator: the catalogue's scores, gathered for sampled candidates.
     model = create_model(m, data.num_users, data.num_items)

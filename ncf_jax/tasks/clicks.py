@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ncf_jax import batching, distributed, evaluate, losses, metrics, optim, train
+from ncf_jax import assembly, batching, evaluate, losses, metrics, optim, train
 from ncf_jax.config import (
     ClickConfig,
     DataConfig,
@@ -199,13 +199,13 @@ def make_evaluate_fn(apply_fn, data: ClickData, eval_config: ClickEvalConfig, us
 
 
 def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = True) -> Task:
-    """The record of FeatureNCF (with or without the features) on the train rows; with
-    --baseline, the record without features rides along as `Task.baseline`."""
+    """The record of FeatureNCF (with or without the features; or of `num_seeds` replicas) on
+    the train rows; with --baseline, the record without features rides along as
+    `Task.baseline`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
-    distributed.require_one_process("clicks")  # not data-parallel yet
-    stats = data.stats
+    c, stats = train_config, data.stats
 
-    # Model, optimiser, state.
+    # Model, data, evaluator.
     model = FeatureNCF(
         num_users=data.num_users, num_items=data.num_items, layers=model_config.layers,
         num_continuous=len(stats.continuous) if use_features else 0,
@@ -213,43 +213,34 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
         categorical_dim=model_config.categorical_dim, dropout=model_config.dropout,
         dtype=jnp.dtype(model_config.dtype),
     )  # fmt: skip
-    init_key, key = jax.random.split(jax.random.key(train_config.seed))
     rows = row_arrays(data.train)
     first = {name: a[:1] for name, a in rows.items() if name != "labels"}
-    params = jax.jit(model.init)(init_key, *first.values())  # one compile, not one per op
     tables = layers.table_labels(model, *first.values())
-    steps = -(-len(data.train.users) // train_config.batch_size) * train_config.epochs
-    learning_rate = optim.make_schedule(train_config.lr_schedule, train_config.learning_rate, steps)
-    tx = optim.make_optimizer(train_config.learner, learning_rate,
-                              weight_decay=train_config.weight_decay)  # fmt: skip
-    state = train.create_train_state(params, tx, lazy=False)
-
-    # Data on device, the epoch, the evaluator.
-    make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)
-    loss_fn = make_loss_fn(model.apply, model_config, tables)
-    train_epoch = train.make_train_epoch(loss_fn, tx, make_batches)
+    steps = -(-len(data.train.users) // c.batch_size) * c.epochs
     apply_fn = (
         model.apply if use_features else (lambda p, u, i, *_, **kw: model.apply(p, u, i, **kw))
     )
     evaluate_fn, protocol = make_evaluate_fn(apply_fn, data, eval_config, use_features)
-
+    recipe = assembly.Recipe(
+        init=lambda key: jax.jit(model.init)(key, *first.values()),  # one compile, not one per op
+        loss_fn=make_loss_fn(model.apply, model_config, tables),  # L2 only: no table is packed
+        make_batches=functools.partial(batching.shuffled_batches, batch_size=c.batch_size),
+        data=jax.device_put(rows),
+        evaluate=evaluate_fn,
+        select=eval_config.select_metric,
+        mode=SELECT[eval_config.select_metric],
+        optimizer=lambda rate: optim.make_optimizer(c.learner, rate, weight_decay=c.weight_decay),
+        learning_rate=optim.make_schedule(c.lr_schedule, c.learning_rate, steps),
+    )
     head = describe_run(
         "clicks", data.name, configs, extra=extra,
         model="feature_ncf" if use_features else "feature_ncf (no features)",
         features=use_features, hr_protocol=protocol, data=data.describe(),
         feature_stats=stats.to_json(),
     )  # fmt: skip
-    with_baseline = use_features and train_config.baseline
-    return Task(
-        state=state,
-        train_epoch=train_epoch,
-        data=jax.device_put(rows),
-        evaluate=evaluate_fn,
-        key=key,
-        select=eval_config.select_metric,
-        mode=SELECT[eval_config.select_metric],
-        epochs=train_config.epochs,
-        results=head,
-        options=resume_options(configs) | {"feature statistics": stats.to_json()},
+    with_baseline = use_features and c.baseline
+    return assembly.assemble(
+        recipe, seed=c.seed, epochs=c.epochs, num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
+        results=head, options=resume_options(configs) | {"feature statistics": stats.to_json()},
         baseline=build(data, configs, extra=extra, use_features=False) if with_baseline else None,
-    )
+    )  # fmt: skip

@@ -1,8 +1,9 @@
 """Task: NCF, pointwise. GMF, MLP, NeuMF, MF or any registered pointwise model, trained with
 BCE on each positive and `num_neg` negatives sampled on device, ranked by HR@K / NDCG@K.
 
-`build` reads like a recipe: devices, model, optimiser, state, data, epoch, evaluator, record.
-The record runs in `ncf_jax.loop`; `--num_seeds` makes it N replicas vmapped in one program.
+`build` describes the run (devices, model, loss, batches, evaluator, selection) and
+`ncf_jax.assembly` makes it the record the loop runs; `--num_seeds` makes it N replicas vmapped
+in one program, `--learning_rates` one replica per rate.
 Resume order: the run's own checkpoint (the loop) -> pre-trained GMF + MLP -> scratch.
 """
 
@@ -13,10 +14,19 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import logging
 
-from ncf_jax import batching, evaluate, history, interactions, optim, sharding, train
+from ncf_jax import (
+    assembly,
+    batching,
+    evaluate,
+    history,
+    interactions,
+    losses,
+    optim,
+    sharding,
+    train,
+)
 from ncf_jax.config import (
     LEARNERS,
     DataConfig,
@@ -48,6 +58,7 @@ from ncf_jax.reporting import describe_run
 BATCH_LAYOUTS = ("shuffled", "grouped")
 # MF-BPR with --model=mf: the pairwise loss, one sampled negative per positive (Rendle et al.).
 BPR_OPTIONS = {"loss": "bpr", "batch_layout": "grouped", "num_neg": 1}
+LOSSES = ("bce", "bpr")  # make_loss_fn's `loss`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +151,7 @@ class NCFTrainConfig(TrainConfig):
         "bce: pointwise log loss on every sample (paper); bpr: pairwise, each positive against "
         "its own negatives (Rendle et al. 2009; needs --batch_layout=grouped; MF-BPR with "
         "--model=mf).",
-        choices=train.LOSSES,
+        choices=LOSSES,
     )
     lazy_embeddings: bool = lazy_option()
     batch_layout: str = option(
@@ -155,15 +166,9 @@ class NCFTrainConfig(TrainConfig):
         check=lambda v: v >= 0,
         message="{flag} must be >= 0",
     )
-    adam_b1: float = option(0.9, "Adam first-moment decay.")
-    adam_b2: float = option(0.999, "Adam second-moment decay.")
-    adam_eps: float = option(1e-8, "Adam epsilon.")
-    num_seeds: int = option(
-        1,
-        "Train replicas with seeds seed .. seed+N-1 at once (jax.vmap); report mean and std.",
-        check=lambda v: v >= 1,
-        message="{flag} must be >= 1, got {value}",
-    )
+    adam_b1: float = option(optim.B1, "Adam first-moment decay.")
+    adam_b2: float = option(optim.B2, "Adam second-moment decay.")
+    adam_eps: float = option(optim.EPS, "Adam epsilon.")
     learning_rates: tuple[float, ...] = option(
         (),
         "Train one replica per learning rate at once (jax.vmap, all from --seed; replaces "
@@ -199,7 +204,8 @@ class NCFTrainConfig(TrainConfig):
             "--learning_rates keeps each replica's rate in its optimiser state: it takes "
             "--num_seeds=1, dense tables (no --lazy_embeddings) and no --lr_warmup_steps",
         )
-        default_adam = (self.adam_b1, self.adam_b2, self.adam_eps) == (0.9, 0.999, 1e-8)
+        adam = (self.adam_b1, self.adam_b2, self.adam_eps)
+        default_adam = adam == (optim.B1, optim.B2, optim.EPS)
         require(
             not (self.lazy_embeddings and self.learner == "adam" and not default_adam),
             "--lazy_embeddings uses Adam's default b1/b2/eps: drop --adam_* or --lazy_embeddings",
@@ -211,6 +217,34 @@ CONFIGS = {"data": DataConfig, "model": NCFModelConfig, "train": NCFTrainConfig,
 
 def load_data(configs: dict) -> InteractionData:
     return load_dataset(configs["data"])
+
+
+def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bce") -> train.LossFn:
+    """The NCF loss on logits plus the configured L2 penalties (on the rows of `tables`,
+    `layers.table_labels(model, ...)`, and the MLP kernels).
+
+    `loss`: "bce", pointwise on every sample (the paper); "bpr", pairwise on grouped batches
+    (each positive against its own negatives, `losses.bpr`: MF-BPR with `model="mf"`).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown NCF loss {loss!r}; choose from {LOSSES}")
+
+    def loss_fn(params, batch):
+        users, items, weights = batch["users"], batch["items"], batch["weights"]
+        logits = apply_fn(params, users, items)
+        penalty = losses.l2_penalty(
+            params,
+            batch,
+            weights,
+            tables=tables,
+            reg_mf=model_config.reg_mf,
+            reg_layers=model_config.reg_layers,
+        )
+        if loss == "bpr":
+            return losses.bpr(logits, weights[..., 0]) + penalty
+        return losses.bce_with_logits(logits, batch["labels"], weights) + penalty
+
+    return loss_fn
 
 
 def init_params(model, model_config: NCFModelConfig, key: jax.Array):
@@ -241,18 +275,6 @@ def learner_for(model_config: NCFModelConfig, train_config: NCFTrainConfig) -> s
     return train_config.learner
 
 
-def replica_states(makers: list, seeds: list[int]):
-    """(stacked states, stacked run keys): replica k starts as the single run with seed
-    seeds[k] and state `makers[k](init key)`; states are built one by one, so pre-trained
-    loads work."""
-    states, keys = [], []
-    for make_state, seed in zip(makers, seeds, strict=True):
-        init_key, key = jax.random.split(jax.random.key(seed))
-        states.append(make_state(init_key))
-        keys.append(key)
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), jnp.stack(keys)
-
-
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
     """The record of one NCF run (or of `num_seeds` replicas) on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
@@ -260,76 +282,38 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     require_validation_for(eval_config.select_epoch, data.has_validation)
 
     # Devices: a ("data", "model") mesh; tables get rows padded to split evenly over "model".
-    mesh = sharding.make_mesh(c.mesh_model)
+    mesh = assembly.make_mesh(c.mesh_model, split_one_process=True)
     rows = lambda n: sharding.padded_rows(n, mesh)
 
-    # Model, optimiser, state.
+    # Model, optimiser, data, evaluator.
     model = create_model(model_config, rows(data.num_users), rows(data.num_items))
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
     learner = learner_for(model_config, c)
     require_row_sparse_learner(c.lazy_embeddings, learner, "--pretrain_learner")
-    learning_rate = optim.with_warmup(c.learning_rate, c.lr_warmup_steps)
     adam = {"b1": c.adam_b1, "b2": c.adam_b2, "eps": c.adam_eps}
-    if c.learning_rates:  # each replica's rate lives in its optimiser state; one update rule
-        inject = optax.inject_hyperparams(lambda rate: optim.make_optimizer(learner, rate, **adam))
-        txs = [inject(rate=rate) for rate in c.learning_rates]
-    else:
-        txs = [optim.make_optimizer(learner, learning_rate, **adam)]
-    tx = txs[0]
     dummy = jnp.zeros((1,), jnp.int32)
     tables = layers.table_labels(model, dummy, dummy)
-    make_state = lambda key, tx=tx: train.create_train_state(
-        init_params(model, model_config, key),
-        tx,
-        lazy=c.lazy_embeddings,
-        tables=tables,
-        row_learner=learner,
-    )
-
-    # Data on device, the epoch, the evaluator.
-    device_data = interactions.from_data(data, exclude=c.negatives_exclude)
-    make_batches = functools.partial(
-        batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
-    )
-    train_epoch = train.make_train_epoch(
-        train.make_loss_fn(apply_fn, model_config, tables, loss=c.loss),
-        tx,
-        sharding.data_parallel_batches(make_batches, mesh),
-        lazy=c.lazy_embeddings,
-        learning_rate=learning_rate,
-        tables=tables,
-        row_learner=learner,
-    )
     score_fn, score_all_fn = scoring.score_fns(model, data.num_items, apply_fn)
     evaluators = evaluate.make_ranking_evaluators(score_fn, score_all_fn, data, eval_config)
-
-    # The record: one run, or replicas with seeds seed .. seed + N - 1.
-    head = describe_run("ncf", data.name, configs, extra=extra, learner=learner,
-                        eval_protocol=eval_config.protocol)  # fmt: skip
-    record = dict(
+    recipe = assembly.Recipe(
+        init=lambda key: init_params(model, model_config, key),
+        loss_fn=make_loss_fn(apply_fn, model_config, tables, loss=c.loss),
+        make_batches=functools.partial(
+            batching.LAYOUTS[c.batch_layout], num_neg=c.num_neg, batch_size=c.batch_size
+        ),
+        data=interactions.from_data(data, exclude=c.negatives_exclude),
         evaluate=evaluate.combine(evaluators),
         select=history.selected(f"hr@{eval_config.top_k}", eval_config.select_epoch),
-        epochs=c.epochs,
-        options=resume_options(configs),
-        has_validation=data.has_validation,
+        optimizer=lambda rate: optim.make_optimizer(learner, rate, **adam),
+        learning_rate=optim.with_warmup(c.learning_rate, c.lr_warmup_steps),
+        tables=tables,
+        row_sparse=c.lazy_embeddings,
+        row_learner=learner,
     )
-    if c.num_seeds > 1 or c.learning_rates:
-        if c.learning_rates:  # replica k: --seed, learning_rates[k]
-            seeds = [c.seed] * len(txs)
-            makers = [functools.partial(make_state, tx=tx) for tx in txs]
-        else:
-            seeds = list(range(c.seed, c.seed + c.num_seeds))
-            makers = [make_state] * c.num_seeds
-        states, keys = replica_states(makers, seeds)
-        place = lambda s: s
-        if not sharding.is_trivial(mesh):  # replicated states, batches split over "data"
-            place = lambda s: sharding.place(s, sharding.state_shardings(s, mesh))  # replicated
-        return Task(state=place(states), train_epoch=train_epoch, data=device_data, key=keys,
-                    results=head | {"seed": seeds}, seeds=seeds, place=place, **record)  # fmt: skip
-    init_key, key = jax.random.split(jax.random.key(c.seed))
-    train_epoch, state, device_data = sharding.shard_train_epoch(
-        train_epoch, make_state(init_key), device_data, mesh,
-        tables=tables if c.mesh_model > 1 else None,
+    head = describe_run("ncf", data.name, configs, extra=extra, learner=learner,
+                        eval_protocol=eval_config.protocol)  # fmt: skip
+    return assembly.assemble(
+        recipe, seed=c.seed, epochs=c.epochs, results=head, options=resume_options(configs),
+        has_validation=data.has_validation, num_seeds=c.num_seeds,
+        learning_rates=c.learning_rates, mesh=mesh, shard_tables=c.mesh_model > 1,
     )  # fmt: skip
-    return Task(state=state, train_epoch=train_epoch, data=device_data, key=key, results=head,
-                **record)  # fmt: skip

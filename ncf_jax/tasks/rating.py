@@ -1,9 +1,10 @@
 """Task: explicit ratings. BiasedMF or RatingMLP trained with MSE on the shuffled (user, item,
 rating) rows, evaluated by RMSE / MAE / MSE; the reported epoch has the lowest RMSE.
 
-`build` reads like a recipe: devices, model, optimiser, state, data, epoch, evaluator, record.
-In a multi-process job batches are split over the "data" axis of a mesh of every process's
-devices and parameters are replicated, as in the NCF task; one process trains on one device.
+`build` describes the run (model, loss, batches, evaluators, selection) and `ncf_jax.assembly`
+makes it the record: seeds, optimiser, state, and in a multi-process job batches split over the
+"data" axis of a mesh of every process's devices, parameters replicated; one process trains on
+one device.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncf_jax import batching, evaluate, history, losses, metrics, optim, sharding, train
+from ncf_jax import assembly, batching, evaluate, history, losses, metrics, optim, sharding, train
 from ncf_jax.config import (
     DataConfig,
     TrainConfig,
@@ -215,43 +216,21 @@ def make_rating_evaluator(predict_fn, users, items, ratings, *, chunk_size: int 
 
 
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
-    """The record of one rating run on `data`'s train ratings."""
+    """The record of one rating run (or of `num_seeds` replicas) on `data`'s train ratings."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
+    c = train_config
     require_validation_for(eval_config.select_epoch, data.has_validation)
 
-    # Devices: in a multi-process job, batches (and evaluation rows) split over "data" of a mesh
-    # of every process's devices, parameters replicated. One process keeps one device: splitting
-    # changes the gradient sums' order (golden biased_mf's epoch-2 MSE moved by 1 ulp).
-    mesh = sharding.make_mesh() if jax.process_count() > 1 else None
+    # Devices: one process keeps one device; a multi-process job splits batches (and evaluation
+    # rows) over "data", parameters replicated (`assembly.make_mesh`).
+    mesh = assembly.make_mesh()
 
-    # Model, optimiser, state.
+    # Model, optimiser, data, evaluators.
     model = create_model(model_config, data.num_users, data.num_items)
     apply_fn = sharding.data_parallel_apply(model.apply, mesh)
-    init_key, key = jax.random.split(jax.random.key(train_config.seed))
     dummy = jnp.zeros((1,), jnp.int32)
-    steps = -(-len(data.train_users) // train_config.batch_size) * train_config.epochs
-    learning_rate = optim.make_schedule(train_config.lr_schedule, train_config.learning_rate, steps)
-    tx = optim.make_optimizer(
-        train_config.learner, learning_rate, weight_decay=train_config.weight_decay
-    )
-    lazy = train_config.lazy_embeddings
     tables = layers.table_labels(model, dummy, dummy)
-    params = jax.jit(model.init)(init_key, dummy, dummy)
-    state = train.create_train_state(
-        params, tx, lazy=lazy, tables=tables, row_learner=train_config.learner
-    )
-
-    # Data on device, the epoch, the evaluators.
-    rows = jax.device_put(
-        {"users": data.train_users, "items": data.train_items, "ratings": data.train_ratings}
-    )
-    make_batches = functools.partial(batching.shuffled_batches, batch_size=train_config.batch_size)
-    train_epoch = train.make_train_epoch(
-        make_loss_fn(apply_fn, model_config, tables), tx,
-        sharding.data_parallel_batches(make_batches, mesh), lazy=lazy,
-        learning_rate=learning_rate, tables=tables, row_learner=train_config.learner,
-    )  # fmt: skip
-    train_epoch, state, rows = sharding.shard_train_epoch(train_epoch, state, rows, mesh)
+    steps = -(-len(data.train_users) // c.batch_size) * c.epochs
     splits = ("test", "valid") if data.has_validation else ("test",)
     evaluators = {
         split: make_rating_evaluator(
@@ -261,16 +240,24 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         )
         for split in splits
     }
-    return Task(
-        state=state,
-        train_epoch=train_epoch,
-        data=rows,
+    recipe = assembly.Recipe(
+        init=lambda key: jax.jit(model.init)(key, dummy, dummy),
+        loss_fn=make_loss_fn(apply_fn, model_config, tables),
+        make_batches=functools.partial(batching.shuffled_batches, batch_size=c.batch_size),
+        data=jax.device_put(
+            {"users": data.train_users, "items": data.train_items, "ratings": data.train_ratings}
+        ),
         evaluate=evaluate.combine(evaluators),
-        key=key,
         select=history.selected("rmse", eval_config.select_epoch),
         mode="min",
-        epochs=train_config.epochs,
-        results=describe_run("rating", data.name, configs, extra=extra),
-        options=resume_options(configs),
-        has_validation=data.has_validation,
+        optimizer=lambda rate: optim.make_optimizer(c.learner, rate, weight_decay=c.weight_decay),
+        learning_rate=optim.make_schedule(c.lr_schedule, c.learning_rate, steps),
+        tables=tables,
+        row_sparse=c.lazy_embeddings,
+        row_learner=c.learner,
     )
+    return assembly.assemble(
+        recipe, seed=c.seed, epochs=c.epochs, num_seeds=c.num_seeds, mesh=mesh,
+        results=describe_run("rating", data.name, configs, extra=extra),
+        options=resume_options(configs), has_validation=data.has_validation,
+    )  # fmt: skip

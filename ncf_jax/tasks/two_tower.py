@@ -2,7 +2,8 @@
 (BCE or softmax over a positive and `num_neg` on-device negatives, or in-batch softmax with
 log-Q correction), ranked like NCF, beside the most-popular ranking under the same protocol.
 
-`build` reads like a recipe: model, optimiser, state, data, epoch, evaluator, baseline, record.
+`build` describes the run (model, loss, batches, evaluator, selection, the popularity baseline)
+and `ncf_jax.assembly` makes it the record (seeds, optimiser, state, devices).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 from absl import logging
 
 from ncf_jax import (
+    assembly,
     batching,
-    distributed,
     evaluate,
     history,
     interactions,
@@ -139,46 +140,39 @@ def evaluate_popularity(data: InteractionData, eval_config: EvalConfig) -> dict:
 
 
 def build(data: InteractionData, configs: dict, *, extra: dict | None = None) -> Task:
-    """The record of one two-tower run on `data`."""
+    """The record of one two-tower run (or of `num_seeds` replicas) on `data`."""
     model_config, train_config, eval_config = configs["model"], configs["train"], configs["eval"]
-    distributed.require_one_process("two-tower")  # not data-parallel yet
+    c = train_config
     require_validation_for(eval_config.select_epoch, data.has_validation)
 
-    # Model, optimiser, state.
+    # Model, data, evaluator and the popularity baseline.
     model = create_model(model_config, data.num_users, data.num_items)
     if not scoring.has_towers(model):
         raise UsageError(f"--model={model_config.model} has no towers; use experiments.neumf "
                          f"--model={model_config.model} (or --model=two_tower)")  # fmt: skip
-    init_key, key = jax.random.split(jax.random.key(train_config.seed))
     dummy = jnp.zeros((1,), jnp.int32)
-    tx = optim.make_optimizer(train_config.learner, train_config.learning_rate)
-    state = train.create_train_state(model.init(init_key, dummy, dummy), tx, lazy=False)
-
-    # Data on device, the epoch, the evaluator and the popularity baseline.
-    device_data = interactions.from_data(data, exclude=train_config.negatives_exclude)
-    num_neg = 0 if train_config.loss == "in_batch" else train_config.num_neg
-    make_batches = functools.partial(
-        batching.candidate_batches, num_neg=num_neg, batch_size=train_config.batch_size
-    )
-    train_epoch = train.make_train_epoch(make_loss_fn(model, train_config.loss), tx, make_batches)
     score_fn, score_all_fn = scoring.score_fns(model, data.num_items)
     evaluators = evaluate.make_ranking_evaluators(score_fn, score_all_fn, data, eval_config)
     baseline = evaluate_popularity(data, eval_config)
     logging.info("popularity baseline: %s", reporting.format_metrics(baseline))
-
+    num_neg = 0 if c.loss == "in_batch" else c.num_neg
+    recipe = assembly.Recipe(
+        init=lambda key: model.init(key, dummy, dummy),
+        loss_fn=make_loss_fn(model, c.loss),
+        make_batches=functools.partial(
+            batching.candidate_batches, num_neg=num_neg, batch_size=c.batch_size
+        ),
+        data=interactions.from_data(data, exclude=c.negatives_exclude),
+        evaluate=evaluate.combine(evaluators),
+        select=history.selected(f"hr@{eval_config.top_k}", eval_config.select_epoch),
+        optimizer=lambda rate: optim.make_optimizer(c.learner, rate),
+        learning_rate=c.learning_rate,
+    )
     head = reporting.describe_run(
         "two_tower", data.name, configs, extra=extra, eval_protocol=eval_config.protocol,
-        loss=train_config.loss, baseline={"popularity": baseline},
+        loss=c.loss, baseline={"popularity": baseline},
     )  # fmt: skip
-    return Task(
-        state=state,
-        train_epoch=train_epoch,
-        data=device_data,
-        evaluate=evaluate.combine(evaluators),
-        key=key,
-        select=history.selected(f"hr@{eval_config.top_k}", eval_config.select_epoch),
-        epochs=train_config.epochs,
-        results=head,
-        options=resume_options(configs),
-        has_validation=data.has_validation,
-    )
+    return assembly.assemble(
+        recipe, seed=c.seed, epochs=c.epochs, num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
+        results=head, options=resume_options(configs), has_validation=data.has_validation,
+    )  # fmt: skip
