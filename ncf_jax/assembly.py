@@ -109,11 +109,14 @@ def assemble(
     mesh=None,
     shard_tables: bool = False,
     baseline: Task | None = None,
+    stop_at: float | None = None,
+    patience: int = 0,
 ) -> Task:
     """The `loop.Task` of `recipe`: one run with `seed`, `num_seeds` replicas with seeds
     seed .. seed + N - 1, or one replica per rate of `learning_rates` (all from `seed`), on
     `mesh` (None: one device); `shard_tables` splits the tables by rows over "model" (one run
-    only). `results` is the head of results.json; the replicas' seeds are added to it."""
+    only). `results` is the head of results.json; the replicas' seeds are added to it.
+    `stop_at`, `patience`: the loop's early stop (`loop.Task`)."""
     txs, seeds = _replicas(recipe, seed, num_seeds, learning_rates)
     make_state = lambda k, key: train.create_train_state(
         recipe.init(key),
@@ -139,6 +142,8 @@ def assemble(
         options=options,
         has_validation=has_validation,
         baseline=baseline,
+        stop_at=stop_at,
+        patience=patience,
     )
     replicas = len(seeds) > 1 or bool(learning_rates)
     state, key = seeded(make_state, seeds, replicas=replicas)

@@ -423,6 +423,19 @@ class TrainConfig:
     learning_rate: float = option(0.001, "Learning rate.", **positive())
     seed: int = option(0, "Seed of initialisation and training.")
     num_seeds: int = num_seeds()
+    stop_at: float | None = option(
+        None,
+        "Stop once the selection metric (e.g. hr@10, rmse) reaches this value ('' = never).",
+        parse=lambda text: float(text) if text.strip() else None,
+        resume_safe=True,
+    )
+    patience: int = option(
+        0,
+        "Stop after this many epochs without a better selection metric (0 = never); with "
+        "--validation --select_epoch=valid it watches the validation split.",
+        resume_safe=True,
+        **at_least(0),
+    )
 
     def __post_init__(self):
         validate(self)

@@ -36,6 +36,31 @@ def select_best(history: list[dict], metric: str, mode: str = "max") -> dict:
     return max(history, key=lambda h: (sign * h[metric], -h["epoch"]))
 
 
+def stop_reason(
+    history: list[dict], metric: str, mode: str = "max", *, stop_at=None, patience: int = 0
+) -> str | None:
+    """Why a run should stop after the last entry of `history`, or None: `metric` reached
+    `stop_at` (>= for "max", <= for "min"), or no better `metric` in the last `patience`
+    epochs (0: never).
+
+    >>> h = [{"epoch": 1, "hr": 0.5}, {"epoch": 2, "hr": 0.6}, {"epoch": 3, "hr": 0.55}]
+    >>> stop_reason(h, "hr", stop_at=0.58)
+    'hr 0.6000 reached 0.58 at epoch 2'
+    >>> stop_reason(h, "hr", patience=1)
+    'no better hr in 1 epoch(s) after epoch 2'
+    """
+    if not history:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    if stop_at is not None and any(sign * h[metric] >= sign * stop_at for h in history):
+        first = next(h for h in history if sign * h[metric] >= sign * stop_at)
+        return f"{metric} {first[metric]:.4f} reached {stop_at} at epoch {first['epoch']}"
+    best = select_best(history, metric, mode)["epoch"]
+    if patience and history[-1]["epoch"] - best >= patience:
+        return f"no better {metric} in {patience} epoch(s) after epoch {best}"
+    return None
+
+
 def summarise(history: list[dict], metric: str, mode: str, has_validation: bool) -> dict:
     """best_epoch and best (test metrics) by `metric` on the selection split, plus
     best_by_test, and best_by_valid when a validation split exists."""

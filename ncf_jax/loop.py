@@ -67,6 +67,8 @@ class Task:
     place: applied to a restored state (e.g. put it back on a device mesh).
     baseline: a second record run in WORKDIR/baseline (e.g. the model without features); its
       best_epoch and best go to results["baseline"].
+    stop_at, patience: stop early (`history.stop_reason` on `select`): once it reaches
+      `stop_at`, or after `patience` epochs without a better value; results.json records why.
     """
 
     state: Any
@@ -84,6 +86,8 @@ class Task:
     replicated: bool = False
     place: Callable = lambda state: state
     baseline: Task | None = None
+    stop_at: float | None = None
+    patience: int = 0
 
 
 # ---------------------------------------------------------------------------------- resuming
@@ -212,6 +216,13 @@ def run(task: Task, workdir, *, plot: bool = True) -> dict:
         return _run(task, pathlib.Path(workdir), plot=plot)
 
 
+def _stop_reason(task: Task, results: dict) -> str | None:
+    """`history.stop_reason` of the run so far (the replicas' mean history with `seeds`)."""
+    metric = task.select if task.has_validation else task.select.removeprefix("valid_")
+    return history.stop_reason(results.get("history", []), metric, task.mode,
+                               stop_at=task.stop_at, patience=task.patience)  # fmt: skip
+
+
 def _finish(task: Task, workdir: pathlib.Path, results: dict, plot: bool) -> None:
     _write(workdir, results)
     title = f"{results.get('model')} on {results.get('dataset')}"
@@ -243,6 +254,10 @@ def _run(task: Task, workdir: pathlib.Path, *, plot: bool) -> dict:
     best, latest = checkpoint.Writer(ckpt / "best"), checkpoint.Writer(ckpt / "latest", keep=2)
     with best, latest:  # one Orbax manager each for the run's saves
         for epoch in range(len(histories[0]) + 1, task.epochs + 1):
+            if stopped := _stop_reason(task, results):  # also a resumed run that had stopped
+                results["stopped"] = stopped
+                logging.info("stopped before epoch %d: %s", epoch, stopped)
+                break
             t0 = time.perf_counter()
             state, losses = epoch_fn(state, task.data, train_key)
             losses = distributed.fetch(losses)  # waits for the devices

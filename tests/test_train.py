@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import batching, interactions, losses, optim, tasks, train
+from ncf_jax import batching, history, interactions, losses, optim, tasks, train
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic
 from ncf_jax.errors import DivergedError, UsageError
@@ -185,6 +185,36 @@ def test_same_seed_same_result_and_resume_is_exact(tmp_path):
 
 def _tables(model) -> dict:
     return layers.table_labels(model, jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
+
+
+def test_a_run_stops_at_its_target_or_its_patience_and_stays_stopped(tmp_path):
+    """--stop_at ends the run after the first epoch whose selection metric reaches it, and a
+    resume with more epochs trains no further; --patience ends it that many epochs after the
+    best. Each history equals the uninterrupted run's first epochs."""
+    numbers = lambda r: [{k: v for k, v in h.items() if "seconds" not in k} for h in r["history"]]
+    full = _run(tmp_path, "full", epochs=6)
+    hr = [h["hr@5"] for h in full["history"]]
+    target = hr[1]  # reached at epoch 2 at the latest
+    first = next(i for i, v in enumerate(hr) if v >= target) + 1
+    stopped = _run(tmp_path, "target", epochs=6, stop_at=target)
+    assert len(stopped["history"]) == first and f"at epoch {first}" in stopped["stopped"]
+    assert numbers(stopped) == numbers(full)[:first]
+    again = _run(tmp_path, "target", epochs=8, stop_at=target)  # resumed: nothing more
+    assert numbers(again) == numbers(stopped)
+    best = history.select_best(full["history"], "hr@5")["epoch"]
+    if best + 1 < 6:  # a later epoch did not improve on the best: patience 1 stops there
+        patient = _run(tmp_path, "patience", epochs=6, patience=1)
+        assert len(patient["history"]) <= best + 1
+        assert numbers(patient) == numbers(full)[: len(patient["history"])]
+
+
+def test_stop_reason_against_a_hand_written_history():
+    h = [{"epoch": e, "rmse": v} for e, v in enumerate([0.9, 0.8, 0.85, 0.84, 0.83], 1)]
+    assert history.stop_reason(h, "rmse", "min", stop_at=0.8).endswith("at epoch 2")
+    assert history.stop_reason(h, "rmse", "min", stop_at=0.79) is None
+    assert history.stop_reason(h, "rmse", "min", patience=3) is not None  # epochs 3-5
+    assert history.stop_reason(h, "rmse", "min", patience=4) is None
+    assert history.stop_reason(h[:2], "rmse", "min", patience=1) is None
 
 
 def test_l2_penalty_by_hand():
