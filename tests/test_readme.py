@@ -78,3 +78,16 @@ def test_the_two_commands_are_the_locked_ones():
 
 def test_the_readme_is_a_front_door():
     assert len(README.splitlines()) <= 260
+
+
+def test_every_library_module_is_in_the_api_reference():
+    """A new module of ncf_jax/ gets its `::: ncf_jax.NAME` line (private and plumbing modules
+    aside), so the reference cannot silently miss it."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    plumbing = {"__init__", "entry", "flags", "xla"}
+    missing = [
+        path.stem
+        for path in (ROOT / "ncf_jax").glob("*.py")
+        if path.stem not in plumbing and f"::: ncf_jax.{path.stem}\n" not in api
+    ]
+    assert not missing, f"add to docs/api.md: {missing}"
