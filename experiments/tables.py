@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from experiments import summarise
-from ncf_jax import compare, reporting
+from ncf_jax import compare_report, reporting
 from ncf_jax.paper import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -122,33 +122,54 @@ def paper_cell_seconds() -> str:
     return _table(["cells", "s", "s per epoch", "share"], body) + "\n" + _source(path)
 
 
-def _compare(folder: str, columns: list[str] | None = None) -> str:
+def _compare(folder: str = "compare_ml100k") -> tuple[pathlib.Path, dict]:
     path = RESULTS / folder / "compare.json"
-    data = json.loads(path.read_text())
-    lines = compare.table_rows(data["rows"], data["flags"]["dataset"])
-    columns = columns or list(dict.fromkeys(k for line in lines for k in line))
-    return reporting.markdown_table(lines, columns) + "\n" + _source(path)
+    return path, json.loads(path.read_text())
 
 
 def compare_ml100k() -> str:
-    """Every model under both protocols (the short form for the README)."""
-    keep = ["model", "HR@10 (sampled)", "NDCG@10 (sampled)", "Recall@10 (full)", "NDCG@10 (full)"]
-    return _compare("compare_ml100k", keep)
+    """Every model under both protocols with its interval and ranks (the README's short form)."""
+    path, data = _compare()
+    lines = compare_report.main_table(data["rows"], data["statistics"], {})
+    keep = ["model", "HR@10 (sampled)", "NDCG@10 (sampled)", "Recall@10 (full)", "NDCG@10 (full)",
+            "rank (s / f)"]  # fmt: skip
+    return reporting.markdown_table(lines, keep) + "\n" + _source(path)
 
 
 def compare_ml100k_full() -> str:
-    return _compare("compare_ml100k")
+    """The whole main table: metrics, ranks, trials, search and fit seconds."""
+    path, data = _compare()
+    lines = compare_report.main_table(data["rows"], data["statistics"], {})
+    return reporting.markdown_table(lines, list(lines[0])) + "\n" + _source(path)
 
 
 def compare_ml100k_chosen() -> str:
-    """The grid point each model chose on validation HR@10, per protocol."""
-    path = RESULTS / "compare_ml100k" / "compare.json"
-    rows = json.loads(path.read_text())["rows"]
-    chosen = {(r["model"], r["protocol"]): r["chosen"] for r in rows}
-    text = lambda c: ", ".join(f"{k}={v:g}" for k, v in sorted(c.items())) or "—"
-    body = [[m, text(chosen.get((m, "sampled"), {})), text(chosen.get((m, "full"), {}))]
-            for m in dict.fromkeys(r["model"] for r in rows)]  # fmt: skip
-    return _table(["model", "sampled", "full"], body) + "\n" + _source(path)
+    """Each model's search: trials, seconds, the chosen point and the values at a range's edge."""
+    path, data = _compare()
+    lines = compare_report.search_table(data["rows"])
+    return reporting.markdown_table(lines, list(lines[0])) + "\n" + _source(path)
+
+
+def compare_ml100k_tests() -> str:
+    """Paired tests of HR@10 (sampled) and Recall@10 (full) against the best and NeuMF."""
+    path, data = _compare()
+    parts = []
+    for protocol, metric in compare_report.PRIMARY.items():
+        result = data["statistics"][protocol][metric]
+        lines = compare_report.tests_table(result)
+        title = f"{compare_report.LABELS[metric]} ({protocol}), best: {result['best']}"
+        parts.append(f"**{title}**\n\n" + reporting.markdown_table(lines, list(lines[0])))
+    return "\n".join(parts) + "\n" + _source(path)
+
+
+def compare_ml100k_agreement() -> str:
+    """Kendall's tau between the orderings under the two protocols."""
+    path, data = _compare()
+    agreement = data["statistics"]["agreement"].items()
+    body = [
+        [name, f"{a['tau']:.3f}", f"{a['p']:.3g}"] for name, a in agreement if a["tau"] is not None
+    ]
+    return _table(["metric (sampled / full)", "Kendall's tau-b", "p"], body) + "\n" + _source(path)
 
 
 def two_tower_ml100k() -> str:
@@ -247,13 +268,55 @@ def baselines_speed() -> str:
 
 
 def scale_netflix() -> str:
-    columns = ["stage", "wall_s", "peak_gib", "train_s", "eval_s", "per_s"]
-    return _copied(BENCHMARKS / "scale_cpu.md", "Scale 1.0, 2026-12-02 evening", 0, columns)
+    """Every stage of benchmarks.scale at the Netflix scale, with the earlier run beside it."""
+    now_path, earlier_path = BENCHMARKS / "scale_cpu.json", BENCHMARKS / "scale_cpu_earlier.json"
+    now, earlier = (json.loads(p.read_text()) for p in (now_path, earlier_path))
+    before = {r["stage"]: r for r in earlier["rows"]}
+    cell = lambda row, key: "" if row.get(key) is None else f"{row[key]:g}"
+    body = []
+    for row in now["rows"][1:]:  # the first row is the synthetic files' generation
+        old = before.get(row["stage"], {})
+        failed = f" (exit {row['rc']})" if row.get("rc") else ""
+        body.append([row["stage"] + failed, cell(row, "wall_s"), cell(row, "cpu_s"),
+                     cell(row, "peak_gib"), cell(row, "train_s"), cell(row, "eval_s"),
+                     cell(row, "per_s"), cell(old, "wall_s"), cell(old, "peak_gib")])  # fmt: skip
+    env = now["environment"]
+    head = (
+        f"`{now['command']}`: git {env['git']}, {env['cpu']}, {env['cores']} cores, jax "
+        f"{env['jax']}, load average {env['load_average']} at the end; earlier: git "
+        f"{earlier['environment']['git']}, {earlier['environment']['cpu']}.\n\n"
+    )
+    columns = ["stage", "wall s", "CPU s", "peak GiB", "train s", "eval s", "rows/s",
+               "earlier wall s", "earlier peak GiB"]  # fmt: skip
+    return head + _table(columns, body) + "\n" + _source(now_path, earlier_path)
 
 
-def scale_netflix_gmf() -> str:
-    columns = ["stage", "wall_s", "peak_gib", "train_s", "eval_s", "per_s"]
-    return _copied(BENCHMARKS / "scale_cpu.md", "Scale 1.0, 2026-12-02 evening", 1, columns)
+def time_to_quality() -> str:
+    """benchmarks.time_to_quality: the paper's main job (cold and warm compilation cache) and
+    the fast recipe (warm), medians over seeds, seconds from process start."""
+    paths = [BENCHMARKS / "time_to_quality_cpu.json", BENCHMARKS / "time_to_quality_fast_cpu.json"]
+    columns = ["time_to_target_s", "wall_s", "startup_s", "data_s", "init_s",
+               "first_epoch_train_s", "train_s", "eval_s", "reached_epoch"]  # fmt: skip
+    body, envs = [], []
+    for path in paths:
+        record = json.loads(path.read_text())
+        envs.append(record["environment"])
+        for state in dict.fromkeys(r["cache"] for r in record["rows"]):
+            rows = [r for r in record["rows"] if r["cache"] == state]
+            best = [r["best_hr@10"] for r in rows]
+            median = lambda key, rows=rows: np.median([r[key] for r in rows if r[key] is not None])
+            body.append([f"`{pathlib.Path(record['flagfile']).name}`", state, len(rows),
+                         *(f"{median(c):.2f}" for c in columns[:-1]),
+                         f"{median(columns[-1]):.0f}", _spread(best)])  # fmt: skip
+    env = envs[0]
+    head = (
+        f"Target HR@10 >= {record['target']}; git {env['git']}, jax {env['jax']}, "
+        f"{env['device']}, load average {env['load_average']} at the end.\n\n"
+    )
+    names = ["flagfile", "cache", "seeds", "to target s", "whole run s", "start-up s", "data s",
+             "init s", "first epoch s", "training s", "evaluation s", "epoch reached",
+             "best HR@10"]  # fmt: skip
+    return head + _table(names, body) + "\n" + _source(*paths)
 
 
 def throughput() -> str:
@@ -262,9 +325,10 @@ def throughput() -> str:
 
 TABLES = {f.__name__: f for f in (
     ncf_ml100k, paper_table2, paper_figure4, paper_tables34, paper_cell_seconds, compare_ml100k,
-    compare_ml100k_full, compare_ml100k_chosen, two_tower_ml100k, rating_ml100k, clicks_ml100k,
+    compare_ml100k_full, compare_ml100k_chosen, compare_ml100k_tests, compare_ml100k_agreement,
+    two_tower_ml100k, rating_ml100k, clicks_ml100k,
     ml100k_row_sparse, floor_packed, row_sparse_table_size, ncf_epoch_speed, baselines_speed,
-    scale_netflix, scale_netflix_gmf, throughput,
+    scale_netflix, time_to_quality, throughput,
 )}  # fmt: skip
 
 

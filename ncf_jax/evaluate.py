@@ -9,6 +9,9 @@ Both evaluators walk the users in chunks with `jax.lax.map` over a `[num_chunks,
 of the data, so peak memory is one chunk of scores: `[chunk, 1 + num_negatives]` for sampled
 ranking, `[chunk, num_items]` for full ranking. The user axis is padded to a whole number of chunks
 and the padding is masked out of every mean.
+
+The module runs past the house's 300 lines: it holds both ranking evaluators and the layout of
+full ranking's exclusions, whose memory bound (`docs/memory.md`) is easier to check in one place.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ rebuild a user's history; beside it its CSR (`history`) or that of X^T (`item_us
 product with X either sums rows over those lists (`_list_sums`: nnz * width adds, the Gram
 and `score_history`) or walks the users in chunks (the dense products), so the float32 working
 set is one [chunk, num_items] block plus the result.
+
+The module runs past the house's 300 lines because it is the one place the classic models share
+their sparse products; splitting it would split the cost model (`HISTORY_COST`) that picks them.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ al. (tune reg and alpha0 per d, grow d while it helps): d {64, 128, 256, 512}, a
 {0.03, 0.1, 0.3, 1}, reg {1e-3, 3e-3, 1e-2, 3e-2}, nu {0, 1}, 10-20 sweeps. Dacrema et al.'s
 IALS (Hu et al.'s form) searched factors 1..200, alpha 1e-3..50, epsilon 1e-3..10 (log
 confidence), reg 1e-5..1e-2 with early stopping.
+
+The module runs past the house's 300 lines: the CG and Cholesky solvers, the bucketing that
+feeds them and the objective share the data layout `prepare` builds.
 """
 
 from __future__ import annotations

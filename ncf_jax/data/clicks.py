@@ -14,6 +14,9 @@ Choices the specification left open:
   leave-one-out keeps single-interaction users in train.
 - min-max scaling uses the train rows only: x' = (x - min) / (max - min), 0 for a constant
   column; test values outside the train range are not clipped (they extrapolate linearly).
+
+The module runs past the house's 300 lines: the click data's reader, checks, split and scaling
+are one format's, kept together.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ name, every preprocessing field of DataConfig and the path, size and modificatio
 source file, so a changed option or a replaced file never reuses a stale cache. The cache root
 is `$NCF_JAX_DATA`, else `~/.cache/ncf_jax` — never `--data_dir` itself, which may be a
 read-only or shared input folder.
+
+The module runs past the house's 300 lines: it is the one entry from a `DataConfig` to arrays,
+with the cache, its keys and its recovery from a damaged file.
 """
 
 from __future__ import annotations

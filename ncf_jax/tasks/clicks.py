@@ -240,7 +240,8 @@ def build(data: ClickData, configs: dict, *, extra=None, use_features: bool = Tr
     )  # fmt: skip
     with_baseline = use_features and c.baseline
     return assembly.assemble(
-        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience, num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
+        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience,
+        num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
         results=head, options=resume_options(configs) | {"feature statistics": stats.to_json()},
         baseline=build(data, configs, extra=extra, use_features=False) if with_baseline else None,
     )  # fmt: skip

@@ -313,7 +313,8 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     head = describe_run("ncf", data.name, configs, extra=extra, learner=learner,
                         eval_protocol=eval_config.protocol)  # fmt: skip
     return assembly.assemble(
-        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience, results=head, options=resume_options(configs),
+        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience,
+        results=head, options=resume_options(configs),
         has_validation=data.has_validation, num_seeds=c.num_seeds,
         learning_rates=c.learning_rates, mesh=mesh, shard_tables=c.mesh_model > 1,
     )  # fmt: skip

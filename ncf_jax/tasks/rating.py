@@ -257,7 +257,8 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         row_learner=c.learner,
     )
     return assembly.assemble(
-        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience, num_seeds=c.num_seeds, mesh=mesh,
+        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience,
+        num_seeds=c.num_seeds, mesh=mesh,
         results=describe_run("rating", data.name, configs, extra=extra),
         options=resume_options(configs), has_validation=data.has_validation,
     )  # fmt: skip

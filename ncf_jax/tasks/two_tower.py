@@ -173,6 +173,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
         loss=c.loss, baseline={"popularity": baseline},
     )  # fmt: skip
     return assembly.assemble(
-        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience, num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
+        recipe, seed=c.seed, epochs=c.epochs, stop_at=c.stop_at, patience=c.patience,
+        num_seeds=c.num_seeds, mesh=assembly.make_mesh(),
         results=head, options=resume_options(configs), has_validation=data.has_validation,
     )  # fmt: skip
