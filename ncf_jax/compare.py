@@ -204,7 +204,7 @@ def run_search(model, protocol, suite, root: pathlib.Path, run, space: dict) -> 
     search.run_search(study, space, evaluate, trials=suite.trials, per_run=suite.trials_per_run,
                       shared=search.SHARED.get(model), seed=suite.seed)  # fmt: skip
     seconds = study.user_attrs.get("wall_seconds", 0.0)
-    if finished() > before or not seconds:  # summed over the sessions that ran trials
+    if finished() > before or not seconds:  # summed over the invocations that ran trials
         seconds += time.perf_counter() - start
         study.set_user_attr("wall_seconds", seconds)
     return search.summary(study, space, seconds)
