@@ -5,7 +5,7 @@ ials) under the NCF protocols. Example (EASE^R on ML-100K, full-catalogue rankin
       --model=ease --ease_lambda=200 --eval_protocol=full --workdir=/tmp/ease
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import classic
 
 cli.define(classic)

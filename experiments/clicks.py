@@ -11,7 +11,7 @@ A click log: --dataset=csv:/path/log.csv --csv_user_col=... --csv_item_col=...
 `baseline`, the same figures of the model without features (trained in WORKDIR/baseline).
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import clicks
 
 cli.define(clicks)

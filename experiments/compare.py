@@ -13,7 +13,8 @@ import platform
 import subprocess
 import sys
 
-from ncf_jax import compare, entry, flags
+from ncf_jax import flags
+from ncf_jax.commands import compare, entry
 
 flags.define_flags({"compare": compare.CompareConfig})
 flags.define_workdir_flag("Output folder: one subfolder per model and protocol, compare.*.")

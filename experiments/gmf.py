@@ -3,7 +3,7 @@
 python -m experiments.gmf --flagfile=experiments/configs/ml100k_gmf.flags --workdir=/tmp/gmf
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import ncf
 
 cli.define(ncf, defaults={"model": "gmf"})

@@ -3,7 +3,7 @@
 python -m experiments.mlp --flagfile=experiments/configs/ml100k_mlp.flags --workdir=/tmp/mlp
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import ncf
 
 cli.define(ncf, defaults={"model": "mlp"})

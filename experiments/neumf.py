@@ -5,7 +5,7 @@ Any registered pointwise model runs with --model=NAME (e.g. --model=mf). Example
   python -m experiments.neumf --flagfile=experiments/configs/ml100k_neumf.flags --workdir=/tmp/neumf
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import ncf
 
 cli.define(ncf, defaults={"model": "neumf"})

@@ -16,10 +16,11 @@ import dataclasses
 from absl import flags as absl_flags
 from absl import logging
 
-from ncf_jax import config, entry, flags, paper
+from ncf_jax import config, flags
+from ncf_jax.commands import entry, paper
+from ncf_jax.commands.paper.run import format_seconds
 from ncf_jax.config import DataConfig, EvalConfig
 from ncf_jax.errors import UsageError
-from ncf_jax.paper.run import format_seconds
 from ncf_jax.tasks import ncf
 
 OPTION_CONFIGS = {"data": DataConfig, "train": ncf.NCFTrainConfig, "eval": EvalConfig}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from ncf_jax import entry, flags
+from ncf_jax import flags
+from ncf_jax.commands import entry
 from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 

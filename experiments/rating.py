@@ -8,7 +8,7 @@ WORKDIR/results.json holds `best` (test rmse, mae, mse at the epoch of lowest RM
 per-epoch history; the flagfiles under experiments/configs/ name the tuned settings.
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import rating
 
 cli.define(rating)

@@ -7,8 +7,9 @@ Prints one block per user: rank, item id, score and the title where the dataset 
 --noexclude_seen.
 """
 
-from ncf_jax import entry, flags
-from ncf_jax.recommend import load_run, recommend
+from ncf_jax import flags
+from ncf_jax.commands import entry
+from ncf_jax.commands.recommend import load_run, recommend
 
 flags.define_recommend_flags()
 

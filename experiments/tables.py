@@ -19,8 +19,9 @@ import sys
 import numpy as np
 
 from experiments import summarise
-from ncf_jax import compare_report, reporting
-from ncf_jax.paper import report
+from ncf_jax import reporting
+from ncf_jax.commands import compare_report
+from ncf_jax.commands.paper import report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

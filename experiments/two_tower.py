@@ -5,7 +5,7 @@ baseline under the same protocol. Example (ml-100k, global temporal split, full 
       --workdir=/tmp/two_tower
 """
 
-from ncf_jax import cli
+from ncf_jax.commands import cli
 from ncf_jax.tasks import two_tower
 
 cli.define(two_tower)

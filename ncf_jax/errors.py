@@ -1,7 +1,7 @@
 """The errors a user can cause, each with the exit status its command-line tool returns.
 
 Expected mistakes (a bad option, a bad data line, a missing file, a resume that does not match)
-raise one of these with a message that says what is wrong and how to fix it; `ncf_jax.cli`
+raise one of these with a message that says what is wrong and how to fix it; `ncf_jax.commands.cli`
 prints that one line and exits with `exit_code`, without a traceback. Anything else is a bug and
 keeps its traceback.
 """

@@ -59,8 +59,8 @@ def use_compilation_cache(directory) -> str:
     """Points XLA's persistent compilation cache at `directory` (compiles of any duration are
     kept), unless one is configured already (JAX_COMPILATION_CACHE_DIR); returns the one in use.
 
-    For a process that runs many runs of the same shapes (`ncf_jax.compare`): each run builds
-    its own jitted closures, so without the cache every run compiles its epoch and evaluators
+    For a process that runs many runs of the same shapes (`ncf_jax.commands.compare`): each run
+    builds its own jitted closures, so without the cache every run compiles its epoch and evaluators
     again (0.4 s each on ML-100K). A cached executable is the compiled program itself, so
     results do not change. Takes effect only before the process's first compilation.
     """

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from ncf_jax import baselines, checkpoint, compare, compare_report, evaluate, recommend, xla
+from ncf_jax import baselines, checkpoint, evaluate, xla
+from ncf_jax.commands import compare, compare_report, recommend
 from ncf_jax.config import EvalConfig
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import UsageError

@@ -67,7 +67,8 @@ _COMMAND_LINE = {"netflix_csv_biased_mf": "--dataset=csv:ratings.csv"}
 _PARSE = """
 import sys
 from absl import flags as absl_flags
-from ncf_jax import cli, flags, tasks
+from ncf_jax import flags, tasks
+from ncf_jax.commands import cli
 task = tasks.TASKS[sys.argv[1]]
 cli.define(task)
 for arg in sys.argv[2:]:

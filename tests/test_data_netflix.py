@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from ncf_jax.commands.recommend import titles
 from ncf_jax.config import DataConfig
 from ncf_jax.data import dataset, netflix, netflix_format, synthetic_netflix
 from ncf_jax.data.readers import DataError
-from ncf_jax.recommend import titles
 
 MOVIE_1 = "1:\n30878,4,2005-12-26\n2647871,1,2005-12-26\n6,3,1999-11-11\n"
 MOVIE_2 = "2:\n6,5,2000-02-29\n30878,2,2004-05-01\n"

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import evaluate, history, loop, recommend, reporting
+from ncf_jax import evaluate, history, loop, reporting
+from ncf_jax.commands import recommend
 from ncf_jax.config import DataConfig, EvalConfig, TrainConfig, option, resume_options
 from ncf_jax.data import load_dataset, synthetic, write_ncf
 from ncf_jax.models import MODELS, scoring

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from ncf_jax import checkpoint, paper
+from ncf_jax import checkpoint
+from ncf_jax.commands import paper
+from ncf_jax.commands.paper import suite
 from ncf_jax.data import synthetic
 from ncf_jax.errors import UsageError
-from ncf_jax.paper import suite
 
 DATA = synthetic.planted(num_users=24, num_items=40, per_user=6, num_test_negatives=15)
 # One factor, two negatives, two depths: 4 (Table 2) + 3 (Figure 7, 1 negative) + 1 (MLP-0)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import recommend, tasks
+from ncf_jax import tasks
+from ncf_jax.commands import recommend
 from ncf_jax.config import DataConfig
 from ncf_jax.data import load_dataset
 from ncf_jax.data.types import csr_from_pairs

@@ -7,7 +7,7 @@ import pathlib
 import optuna
 import pytest
 
-from ncf_jax import search
+from ncf_jax.commands import search
 
 SPACE = search.SPACES["neumf"]
 
@@ -101,7 +101,7 @@ def test_edges_are_flagged_on_the_log_scale():
 
 
 def test_every_model_declares_a_space_and_puresvd_is_clipped_to_the_data():
-    from ncf_jax import compare
+    from ncf_jax.commands import compare
 
     assert set(search.SPACES) == set(compare.CLASSIC + compare.NEURAL)
     assert set(search.SHARED) <= set(search.SPACES)

@@ -1,13 +1,14 @@
 """The comparison's statistics over users: a planted better model (an oracle that puts the
 held-out item first for a known share of users) is significantly better, two equally good
-models are not; per-user values from `ncf_jax.per_user` feed them; Kendall's tau and ranks."""
+models are not; per-user values from `ncf_jax.commands.per_user` feed them; Kendall's tau and
+ranks."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
-from ncf_jax import per_user, stats
+from ncf_jax.commands import per_user, stats
 from ncf_jax.data import synthetic
 
 DATA = synthetic.planted(num_users=600, num_items=120, per_user=6, num_test_negatives=30)

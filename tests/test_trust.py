@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncf_jax import checkpoint, compare, lock, loop, paper
+from ncf_jax import checkpoint, lock, loop
+from ncf_jax.commands import compare, paper
 from ncf_jax.data import synthetic, write_ncf
 from ncf_jax.errors import DivergedError, WorkdirBusyError
 

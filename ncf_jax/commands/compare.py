@@ -3,7 +3,7 @@ GMF, MLP, NeuMF and MF, under both ranking protocols, as in Ferrari Dacrema et a
 "A troubling analysis of reproducibility and progress in recommender systems research").
 
 For each model, in WORKDIR/<model>/:
-  1. search: `--trials` trials of the model's space (`ncf_jax.search.SPACES`), the same number
+  1. search: `--trials` trials of the model's space (`search.SPACES`), the same number
      for every model, each fitted on the training data less a validation item per user and
      scored by its validation HR@10 under `--search_protocol` (its epoch picked on validation
      too); Optuna's study is WORKDIR/search.db. Trials that differ only in the model's shared
@@ -13,7 +13,7 @@ For each model, in WORKDIR/<model>/:
   3. the refitted model tested under both protocols, each user's metrics of every seed saved
      to WORKDIR/per_user/<model>_<protocol>.npz: one row per (model, protocol).
 With `--trials=0` (or an empty space: TopPop) the model runs at its defaults.
-`ncf_jax.compare_report` turns the rows and per-user arrays into compare.json, .md and .png.
+`compare_report` turns the rows and per-user arrays into compare.json, .md and .png.
 A run whose results.json holds all its epochs is read back, not run again, and the search
 resumes trial by trial, so an interrupted suite resumes where it stopped.
 
@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from ncf_jax import baselines, compare_report, lock, loop, per_user, search, xla
+from ncf_jax import baselines, lock, loop, xla
+from ncf_jax.commands import compare_report, per_user, search
 from ncf_jax.config import at_least, option, require, resume_options, strings
 from ncf_jax.data.digest import data_digest
 from ncf_jax.errors import DivergedError
@@ -76,7 +77,7 @@ class CompareConfig:
                             "models); the search trains one.", **at_least(1))  # fmt: skip
     epochs: int = option(0, "Epochs of the trained models (0: each model's own, compare.EPOCHS); "
                          "iALS sweeps 15 times.", **at_least(0))  # fmt: skip
-    trials: int = option(20, "Search trials of every model (ncf_jax.search.SPACES), one number "
+    trials: int = option(20, "Search trials of every model (search.SPACES), one number "
                          "for all; 0: every model at its defaults.", **at_least(0))  # fmt: skip
     trials_per_run: int = option(4, "Trials a run trains together as vmapped replicas (models "
                                  "with a shared parameter: learning rate, EASE^R's lambda).",

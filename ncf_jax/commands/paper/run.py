@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from ncf_jax import checkpoint, evaluate, loop, tasks
+from ncf_jax.commands.paper.suite import CUTOFFS, Cell, cells_in_order, cost
 from ncf_jax.data.digest import data_digest
 from ncf_jax.errors import UsageError
 from ncf_jax.models import create_model, load_pretrained, scoring
-from ncf_jax.paper.suite import CUTOFFS, Cell, cells_in_order, cost
 
 
 def cell_dir(workdir, cell: Cell) -> pathlib.Path:

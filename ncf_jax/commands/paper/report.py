@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from ncf_jax.paper.suite import CUTOFFS, MODELS
+from ncf_jax.commands.paper.suite import CUTOFFS, MODELS
 
 VALUES_FILE = pathlib.Path(__file__).with_name("paper_values.json")
 METRICS = ("hr@10", "ndcg@10")

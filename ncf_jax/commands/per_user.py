@@ -1,5 +1,5 @@
 """Stage: evaluation, per user. Each test pair's metrics, not their mean: what paired tests and
-bootstrap intervals over users need (`ncf_jax.stats`), for any saved run of a ranking task.
+bootstrap intervals over users need (`ncf_jax.commands.stats`), for any saved run of a ranking task.
 
 The values are those the run's evaluators average (`ncf_jax.evaluate`), from the same metric
 functions (`ncf_jax.metrics`): "sampled" ranks the held-out item against its sampled negatives

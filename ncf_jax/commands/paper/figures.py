@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ncf_jax.paper.suite import MODELS  # noqa: E402
+from ncf_jax.commands.paper.suite import MODELS  # noqa: E402
 
 MARKERS = "o^sDvx*+<>"
 

@@ -15,9 +15,10 @@ import sys
 
 from absl import logging
 
-from ncf_jax import entry, flags, lock, loop, reporting, sharding, xla
+from ncf_jax import flags, lock, loop, reporting, sharding, xla
+from ncf_jax.commands import entry
+from ncf_jax.commands.entry import guarded  # noqa: F401  (scripts wrap their main with cli.guarded)
 from ncf_jax.data.digest import data_digest
-from ncf_jax.entry import guarded  # noqa: F401  (scripts wrap their main with cli.guarded)
 from ncf_jax.errors import UsageError
 
 
@@ -67,5 +68,5 @@ def train_main(task, argv) -> dict:
 
 
 def run(task) -> None:
-    """`app.run` of `task`'s training script (`ncf_jax.entry`: one line per user error)."""
+    """`app.run` of `task`'s training script (`ncf_jax.commands.entry`: one line per user error)."""
     entry.run(lambda argv: train_main(task, argv))

@@ -1,8 +1,8 @@
 """Stage: results. The comparison's report: WORKDIR/compare.json (every row, its search, the
 statistics), compare.md (the tables) and compare.png (one panel per protocol, intervals drawn),
-from the rows of `ncf_jax.compare` and their per-user arrays (WORKDIR/per_user/*.npz).
+from the rows of `ncf_jax.commands.compare` and their per-user arrays (WORKDIR/per_user/*.npz).
 
-Statistics (`ncf_jax.stats`) run on each model's per-user values averaged over its seeds: a
+Statistics (`ncf_jax.commands.stats`) run on each model's per-user values averaged over its seeds: a
 bootstrap interval per model and metric; paired tests against the best model and NeuMF, Holm-
 corrected; "tied for best"; Kendall's tau between the sampled and full orderings.
 """
@@ -14,7 +14,8 @@ import pathlib
 
 import numpy as np
 
-from ncf_jax import reporting, stats
+from ncf_jax import reporting
+from ncf_jax.commands import stats
 
 REFERENCE = "neumf"
 METRICS = {"sampled": ("hr@10", "ndcg@10"), "full": ("recall@10", "ndcg@10")}

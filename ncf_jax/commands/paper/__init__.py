@@ -13,9 +13,8 @@ import pathlib
 from collections.abc import Callable
 
 from ncf_jax import lock
-from ncf_jax.errors import UsageError
-from ncf_jax.paper import figures, report, run, suite
-from ncf_jax.paper.suite import (
+from ncf_jax.commands.paper import figures, report, run, suite
+from ncf_jax.commands.paper.suite import (
     EXPERIMENTS,
     MODELS,
     PAPER_GRID,
@@ -25,6 +24,7 @@ from ncf_jax.paper.suite import (
     Model,
     experiments,
 )
+from ncf_jax.errors import UsageError
 
 
 def plan_for(names, base: dict, grid: Grid = PAPER_GRID) -> dict[str, dict]:
