@@ -157,7 +157,7 @@ def build(data: InteractionData, configs: dict, *, extra: dict | None = None) ->
     logging.info("popularity baseline: %s", reporting.format_metrics(baseline))
     num_neg = 0 if c.loss == "in_batch" else c.num_neg
     recipe = assembly.Recipe(
-        init=lambda key: model.init(key, dummy, dummy),
+        init=lambda key: jax.jit(model.init)(key, dummy, dummy),  # one compile, not one per op
         loss_fn=make_loss_fn(model, c.loss),
         make_batches=functools.partial(
             batching.candidate_batches, num_neg=num_neg, batch_size=c.batch_size
