@@ -250,7 +250,7 @@ def make_loss_fn(apply_fn, model_config, tables: dict | None = None, *, loss="bc
 def init_params(model, model_config: NCFModelConfig, key: jax.Array):
     """Fresh parameters; NeuMF loaded from trained GMF and MLP; or GMF / MLP from one."""
     dummy = jnp.zeros((1,), jnp.int32)
-    params = jax.jit(model.init)(key, dummy, dummy)  # one compile, not one per op
+    params = model.init(key, dummy, dummy)
     if model_config.start_from is not None:
         return pretrained.load(model_config.start_from, model_config.model, params)
     if model_config.pretrained:
