@@ -19,7 +19,7 @@ from ncf_jax.commands import stats
 
 REFERENCE = "neumf"
 METRICS = {"sampled": ("hr@10", "ndcg@10"), "full": ("recall@10", "ndcg@10")}
-PUBLISHED = pathlib.Path(__file__).with_name("published_baselines.json")
+PUBLISHED = pathlib.Path(__file__).parents[1] / "published_baselines.json"
 PRIMARY = {"sampled": "hr@10", "full": "recall@10"}
 # Kendall's tau pairs: the sampled metric against the full one it corresponds to.
 AGREEMENT = {"hr@10 / recall@10": ("hr@10", "recall@10"), "ndcg@10": ("ndcg@10", "ndcg@10")}
