@@ -8,6 +8,7 @@ Timing rule: one untimed call compiles; then the median of `reps` calls, each en
 from __future__ import annotations
 
 import os
+import pathlib
 import statistics
 import subprocess
 import sys
@@ -72,3 +73,18 @@ def environment() -> dict:
         "git": git_revision(),
         "load_average": round(os.getloadavg()[0], 2),
     }
+
+
+def report_head(title: str, module: str, env: dict) -> list[str]:
+    """The opening lines of a benchmark's markdown report: title, the command, the environment."""
+    command = " ".join([f"python -m {module}", *sys.argv[1:]])
+    environment_line = "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items())
+    return [f"# {title}", "", f"    {command}", "", environment_line, ""]
+
+
+def write_outputs(outputs: dict) -> None:
+    """Writes each {path: text} whose path is not empty (a benchmark's --out, --json_out)."""
+    for path, text in outputs.items():
+        if path:
+            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+            pathlib.Path(path).write_text(text)

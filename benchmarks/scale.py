@@ -29,7 +29,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.common import environment
+from benchmarks.common import environment, report_head, write_outputs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("scale", 0.01, "Fraction of the shape's ratings and users (1.0 = full).")
@@ -230,21 +230,15 @@ def main(argv) -> None:
     record = {"command": " ".join(["python -m benchmarks.scale", *sys.argv[1:]])}
     record |= {"shape": FLAGS.shape, "scale": FLAGS.scale, "environment": env}
     record["rows"] = [{k: v for k, v in row.items() if k != "log"} for row in rows]
-    for path, text in ((FLAGS.out, report), (FLAGS.json_out, json.dumps(record, indent=1) + "\n")):
-        if path:
-            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-            pathlib.Path(path).write_text(text)
+    write_outputs({FLAGS.out: report, FLAGS.json_out: json.dumps(record, indent=1) + "\n"})
 
 
 def format_report(rows: list[dict], env: dict) -> str:
     cols = ["stage", "wall_s", "cpu_s", "peak_gib", "train_s", "eval_s", "per_s", "rc"]
     lines = [
-        f"# Scale benchmark: {FLAGS.shape} shape x {FLAGS.scale}",
-        "",
-        "    " + " ".join(["python -m benchmarks.scale", *sys.argv[1:]]),
-        "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
-        "",
+        *report_head(
+            f"Scale benchmark: {FLAGS.shape} shape x {FLAGS.scale}", "benchmarks.scale", env
+        ),
         "| " + " | ".join(cols) + " | notes |",
         "|" + "---|" * (len(cols) + 1),
     ]

@@ -32,7 +32,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.common import environment, reject_positional
+from benchmarks.common import environment, reject_positional, report_head, write_outputs
 
 # name -> (flagfile, target HR@10, metric). MLPerf's target is HR@10 >= 0.635 with 999 negatives.
 CONFIGS = {
@@ -133,10 +133,7 @@ def main(argv) -> None:
     print(report)
     record = {"command": " ".join(["python -m benchmarks.time_to_quality", *sys.argv[1:]])}
     record |= {"flagfile": flagfile, "target": target(), "environment": env, "rows": rows}
-    for path, text in ((FLAGS.out, report), (FLAGS.json_out, json.dumps(record, indent=1) + "\n")):
-        if path:
-            pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-            pathlib.Path(path).write_text(text)
+    write_outputs({FLAGS.out: report, FLAGS.json_out: json.dumps(record, indent=1) + "\n"})
 
 
 COLUMNS = ["wall_s", "time_to_target_s", "startup_s", "data_s", "init_s", "first_epoch_train_s",
@@ -150,13 +147,9 @@ def median(values):
 
 def format_report(rows: list[dict], env: dict, flagfile: str) -> str:
     metric = CONFIGS[FLAGS.config][2]
+    title = f"Time to {metric} >= {target()}: `{flagfile}`"
     lines = [
-        f"# Time to {metric} >= {target()}: `{flagfile}`",
-        "",
-        "    " + " ".join(["python -m benchmarks.time_to_quality", *sys.argv[1:]]),
-        "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()),
-        "",
+        *report_head(title, "benchmarks.time_to_quality", env),
         "Medians over seeds " + ", ".join(FLAGS.seeds) + " (one fresh process each); seconds.",
         "",
         "| cache | " + " | ".join(COLUMNS) + f" | best {metric} (min..max) |",
