@@ -218,8 +218,7 @@ def run(task: Task, workdir, *, plot: bool = True) -> dict:
 
 def _stop_reason(task: Task, results: dict) -> str | None:
     """`history.stop_reason` of the run so far (the replicas' mean history with `seeds`)."""
-    metric = task.select if task.has_validation else task.select.removeprefix("valid_")
-    return history.stop_reason(results.get("history", []), metric, task.mode,
+    return history.stop_reason(results.get("history", []), task.select, task.mode,
                                stop_at=task.stop_at, patience=task.patience)  # fmt: skip
 
 
