@@ -99,12 +99,17 @@ adam_step = functools.partial(_on_model_tables, row_sparse.adam_update)
 sgd_step = functools.partial(_on_model_tables, row_sparse.sgd_update)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_row_sparse_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(case):
+def _case(case):
+    """(config, users, items, model, params, tables) of a CASES entry on 10 users, 12 items."""
     config, users, items = CASES[case]
     model = create_model(config, 10, 12)
     params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    tables = _tables(model)
+    return config, users, items, model, params, _tables(model)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_row_sparse_step_matches_dense_on_the_first_step_then_only_touches_batch_rows(case):
+    config, users, items, model, params, tables = _case(case)
     loss_fn = make_loss_fn(model.apply, config, tables)
     tx = optim.make_optimizer("adam", 0.01)
     labels = (jnp.arange(items.size).reshape(items.shape) % 2).astype(jnp.float32)
@@ -137,10 +142,7 @@ def test_row_sparse_sgd_is_dense_sgd_without_the_zero_rows(case):
     """`--lazy_embeddings --learner=sgd` against optax's dense SGD over whole tables, three
     steps with a learning-rate schedule: equal up to the rounding of repeated ids' sums; rows
     outside every batch bitwise unchanged; no Adam moments kept."""
-    config, users, items = CASES[case]
-    model = create_model(config, 10, 12)
-    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    tables = _tables(model)
+    config, users, items, model, params, tables = _case(case)
     loss_fn = make_loss_fn(model.apply, config, tables)
     schedule = optax.linear_schedule(0.5, 0.1, 3)
     tx = optim.make_optimizer("sgd", schedule)
@@ -228,10 +230,7 @@ def _reference_adam_step(state, batch, *, loss_fn, tx, learning_rate, tables):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_row_sparse_steps_are_bitwise_the_sorted_segment_sum_formulation(case):
-    config, users, items = CASES[case]
-    model = create_model(config, 10, 12)
-    params = model.init(jax.random.key(0), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32))
-    tables = _tables(model)
+    config, users, items, model, params, tables = _case(case)
     kwargs = {
         "loss_fn": make_loss_fn(model.apply, config, tables),
         "tx": optim.make_optimizer("adam", 0.01),
